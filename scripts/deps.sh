@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the test suite needs, only where a binary is missing.
+# Fails loudly (non-zero) if a package cannot be installed: tests never skip for want of a tool.
+set -euo pipefail
+
+need=()
+ls -d /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
+command -v openssl >/dev/null || need+=(openssl)
+command -v curl >/dev/null || need+=(curl)
+command -v runuser >/dev/null || need+=(util-linux)
+
+if [ ${#need[@]} -eq 0 ]; then
+  echo "deps: all present"
+  exit 0
+fi
+echo "deps: installing ${need[*]}"
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -q
+$SUDO apt-get install -y -q --no-install-recommends "${need[@]}"
+# The Debian package starts a cluster of its own; the tests start their own servers instead.
+$SUDO systemctl disable --now postgresql >/dev/null 2>&1 || true
+ls -d /usr/lib/postgresql/*/bin/initdb >/dev/null

@@ -1,0 +1,103 @@
+"""create_app(): the FastAPI application serving /client/v4 and /healthz."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from mtlsgate import __version__
+from mtlsgate.api.envelope import BODY_TOO_LARGE, error_response, install_error_handlers
+from mtlsgate.api.routes import hostname_associations, identity, mtls_certificates
+from mtlsgate.store.db import Store
+from mtlsgate.store.keystore import KeyStore
+
+API_PREFIX = "/client/v4"
+MAX_BODY_BYTES = 1024 * 1024
+
+
+class BodyLimit:
+    """Refuse bodies over the limit with 413 in the envelope, before any of it is parsed.
+
+    The body is read here (bounded) and replayed to the app, so a chunked upload without a
+    Content-Length is held to the same limit.
+    """
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers", [])).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            await self._too_large(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.limit:
+                await self._too_large(scope, receive, send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        sent = False
+
+        async def replay() -> Message:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = error_response(
+            413,
+            [
+                {
+                    "code": BODY_TOO_LARGE,
+                    "message": f"Request body too large: the limit is {self.limit} bytes",
+                }
+            ],
+            # The rest of the body is not read: close rather than leave it in the stream.
+            headers={"connection": "close"},
+        )
+        await response(scope, receive, send)
+
+
+def create_app(store: Store, keystore: KeyStore) -> FastAPI:
+    app = FastAPI(
+        title="mtlsgate API",
+        version=__version__,
+        description="Cloudflare v4-compatible API for client-certificate (mTLS) management.",
+        openapi_url=f"{API_PREFIX}/openapi.json",
+        docs_url=f"{API_PREFIX}/docs",
+        redoc_url=None,
+    )
+    app.state.store = store
+    app.state.keystore = keystore
+    install_error_handlers(app)
+    for module in (identity, mtls_certificates, hostname_associations):
+        app.include_router(module.router, prefix=API_PREFIX)
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> JSONResponse:
+        version = store.config_version()
+        payload: dict[str, Any] = {"status": "ok", "config_version": version}
+        return JSONResponse(payload)
+
+    app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
+    return app

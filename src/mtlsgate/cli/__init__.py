@@ -1,0 +1,1 @@
+"""The `mtlsgate` command line."""

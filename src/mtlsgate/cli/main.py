@@ -1,0 +1,256 @@
+"""`mtlsgate` entry point. Results go to stdout as JSON; logs and errors go to stderr."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+
+from mtlsgate.errors import MtlsgateError
+from mtlsgate.services import accounts, tokens
+from mtlsgate.settings import DEFAULT_API_LISTEN, Settings, parse_listen
+from mtlsgate.store.db import Store
+from mtlsgate.store.keystore import KeyStore
+
+log = logging.getLogger("mtlsgate")
+
+data_dir_option = click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Data directory (default ./data, or MTLSGATE_DATA_DIR).",
+)
+database_option = click.option(
+    "--database-url",
+    default=None,
+    help="PostgreSQL URL instead of DATA_DIR/mtlsgate.db (or MTLSGATE_DATABASE_URL).",
+)
+
+
+def _emit(obj: Any) -> None:
+    click.echo(json.dumps(obj))
+
+
+def _open(
+    data_dir: Path | None, database_url: str | None, *, create: bool = False
+) -> tuple[Settings, Store, KeyStore]:
+    settings = Settings.load(data_dir, database_url)
+    if settings.is_sqlite and not create and not (settings.data_dir / "mtlsgate.db").exists():
+        raise click.ClickException(
+            f"{settings.data_dir} is not initialised: "
+            f"run `mtlsgate init --data-dir {settings.data_dir} --zone ZONE`"
+        )
+    # The data dir holds the master key and (by default) the database: owner only.
+    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    keystore = KeyStore.for_data_dir(settings.data_dir, create=create)
+    store = Store(settings.database_url)
+    store.migrate()
+    return settings, store, keystore
+
+
+@click.group()
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+def cli(verbose: bool) -> None:
+    """mtlsgate: a self-hosted mutual-TLS gateway with a Cloudflare v4-compatible API."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+@cli.command()
+@data_dir_option
+@database_option
+@click.option("--zone", "zones", multiple=True, required=True, help="Zone name (repeatable).")
+@click.option("--account-name", default="mtlsgate", show_default=True)
+def init(
+    data_dir: Path | None,
+    database_url: str | None,
+    zones: Sequence[str],
+    account_name: str,
+) -> None:
+    """Create the store, the account, its zones, managed CA and admin token."""
+    settings, store, keystore = _open(data_dir, database_url, create=True)
+    with store.transaction() as session:
+        boot = accounts.initialize(session, keystore, zone_names=zones, account_name=account_name)
+    bootstrap_path = settings.data_dir / "bootstrap.json"
+    if boot.api_token is not None:
+        payload: dict[str, Any] = {
+            "account_id": boot.account_id,
+            "zones": boot.zones,
+            "api_token": boot.api_token,
+        }
+        fd = os.open(bootstrap_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(payload, fh, indent=2)
+            fh.write("\n")
+        log.info(
+            "initialised %s; admin token written to %s",
+            settings.data_dir,
+            bootstrap_path,
+        )
+    else:
+        # Already initialised: the token is not shown again; bootstrap.json stays as it was.
+        payload = {"account_id": boot.account_id, "zones": boot.zones}
+        if bootstrap_path.exists():
+            payload["api_token"] = json.loads(bootstrap_path.read_text()).get("api_token")
+        log.info("%s was already initialised; zones added where new", settings.data_dir)
+    _emit(payload)
+    store.dispose()
+
+
+@cli.command()
+@data_dir_option
+@database_option
+@click.option(
+    "--api",
+    "api_listen",
+    default=DEFAULT_API_LISTEN,
+    show_default=True,
+    help="HOST:PORT of the API.",
+)
+def serve(data_dir: Path | None, database_url: str | None, api_listen: str) -> None:
+    """Serve the API (and /healthz) until interrupted."""
+    import uvicorn
+
+    from mtlsgate.api.app import create_app
+
+    try:
+        host, port = parse_listen(api_listen)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--api") from None
+    settings, store, keystore = _open(data_dir, database_url)
+    app = create_app(store, keystore)
+    log.info(
+        "API listening on http://%s:%d/client/v4 (data dir %s)",
+        host,
+        port,
+        settings.data_dir,
+    )
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+
+
+@cli.group()
+def token() -> None:
+    """API tokens."""
+
+
+@token.command("create")
+@data_dir_option
+@database_option
+@click.option(
+    "--permission",
+    "permissions",
+    multiple=True,
+    required=True,
+    help="Permission group name (repeatable).",
+)
+@click.option("--zone", default=None, help="Limit to this zone (name or id).")
+@click.option(
+    "--account",
+    "account_id",
+    default=None,
+    help="Grant on this account (default: the only one).",
+)
+@click.option("--name", default="cli token", show_default=True)
+def token_create(
+    data_dir: Path | None,
+    database_url: str | None,
+    permissions: Sequence[str],
+    zone: str | None,
+    account_id: str | None,
+    name: str,
+) -> None:
+    """Create a token with exactly the given permissions; prints {"id", "api_token"}."""
+    if zone and account_id:
+        raise click.UsageError("give --zone or --account, not both")
+    _, store, _ = _open(data_dir, database_url)
+    with store.transaction() as session:
+        zone_id = None
+        if zone:
+            z = accounts.resolve_zone(session, zone)
+            zone_id, account_id = z.id, z.account_id
+        if account_id is None:
+            first = accounts.first_account(session)
+            if first is None:
+                raise click.ClickException("no account: run `mtlsgate init` first")
+            account_id = first.id
+        created = tokens.create_token(
+            session,
+            account_id=account_id,
+            name=name,
+            permissions=permissions,
+            zone_id=zone_id,
+        )
+    _emit({"id": created.id, "api_token": created.secret})
+
+
+@cli.group()
+def account() -> None:
+    """Account plan and quotas."""
+
+
+@account.command("create")
+@data_dir_option
+@database_option
+@click.option("--name", required=True, help="Account name.")
+@click.option("--zone", "zones", multiple=True, help="Zone name (repeatable).")
+def account_create(
+    data_dir: Path | None, database_url: str | None, name: str, zones: Sequence[str]
+) -> None:
+    """Create another account (with its zones, managed CA and admin token); prints like init."""
+    _, store, keystore = _open(data_dir, database_url)
+    with store.transaction() as session:
+        boot = accounts.create_account(session, keystore, name=name, zone_names=zones)
+    _emit({"account_id": boot.account_id, "zones": boot.zones, "api_token": boot.api_token})
+
+
+@account.command("set-plan")
+@data_dir_option
+@database_option
+@click.option("--account", "account_id", required=True)
+@click.option("--plan", required=True, type=click.Choice(accounts.PLANS))
+def set_plan(data_dir: Path | None, database_url: str | None, account_id: str, plan: str) -> None:
+    """Change an account's plan (only Enterprise accounts may upload CAs)."""
+    _, store, _ = _open(data_dir, database_url)
+    with store.transaction() as session:
+        acct = accounts.set_plan(session, account_id, plan)
+        _emit({"id": acct.id, "plan": acct.plan})
+
+
+@account.command("set-ca-quota")
+@data_dir_option
+@database_option
+@click.option("--account", "account_id", required=True)
+@click.option("--quota", required=True, type=int)
+def set_ca_quota(
+    data_dir: Path | None, database_url: str | None, account_id: str, quota: int
+) -> None:
+    """Change how many CA certificates an account may upload (default 5)."""
+    _, store, _ = _open(data_dir, database_url)
+    with store.transaction() as session:
+        acct = accounts.set_ca_quota(session, account_id, quota)
+        _emit({"id": acct.id, "ca_quota": acct.ca_quota})
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    try:
+        cli.main(
+            args=list(argv) if argv is not None else None,
+            prog_name="mtlsgate",
+            standalone_mode=True,
+        )
+    except MtlsgateError as exc:
+        click.echo(f"Error: {exc.message}", err=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Certificate handling: validation and inspection of uploaded mTLS CA certificates and keys."""

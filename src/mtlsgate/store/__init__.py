@@ -1,0 +1,1 @@
+"""Persistence: models, the engine and its transactions, migrations."""

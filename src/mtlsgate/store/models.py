@@ -1,0 +1,149 @@
+"""SQLAlchemy 2 models: the one schema, shared by SQLite and PostgreSQL.
+
+Schema changes go through Alembic (store/migrations); tests check the two agree.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timestamps are stored and returned as UTC; SQLite would otherwise drop the zone."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class ConfigState(Base):
+    """A single row whose `version` grows with every change the edge cares about."""
+
+    __tablename__ = "config_state"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version: Mapped[int] = mapped_column(BigInteger, nullable=False)
+
+
+class Account(Base):
+    __tablename__ = "accounts"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), nullable=False)
+    plan: Mapped[str] = mapped_column(String(32), nullable=False)
+    ca_quota: Mapped[int] = mapped_column(Integer, nullable=False)
+    created_on: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+
+
+class Zone(Base):
+    __tablename__ = "zones"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"), nullable=False, index=True)
+    name: Mapped[str] = mapped_column(String(253), nullable=False, unique=True)
+    created_on: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+
+
+class ApiToken(Base):
+    __tablename__ = "api_tokens"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"), nullable=False, index=True)
+    name: Mapped[str] = mapped_column(String(255), nullable=False)
+    # SHA-256 of the secret: tokens are 40 random characters, so a fast hash is enough.
+    token_hash: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
+    status: Mapped[str] = mapped_column(String(16), nullable=False)
+    created_on: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+
+
+class TokenPolicy(Base):
+    """One permission group granted to a token on one account (all its zones) or one zone."""
+
+    __tablename__ = "token_policies"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    token_id: Mapped[str] = mapped_column(
+        ForeignKey("api_tokens.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    permission: Mapped[str] = mapped_column(String(128), nullable=False)
+    scope_kind: Mapped[str] = mapped_column(String(16), nullable=False)  # "account" | "zone"
+    scope_id: Mapped[str] = mapped_column(String(32), nullable=False)
+
+
+class ManagedCA(Base):
+    """The account's own client-certificate CA (the "Cloudflare-managed CA" of the anchor)."""
+
+    __tablename__ = "managed_cas"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"), nullable=False, index=True)
+    name: Mapped[str] = mapped_column(String(255), nullable=False)
+    certificate_pem: Mapped[str] = mapped_column(Text, nullable=False)
+    private_key_sealed: Mapped[str] = mapped_column(Text, nullable=False)
+    active: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    created_on: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+
+
+class MtlsCertificate(Base):
+    """An uploaded certificate (BYOCA when `ca` is true)."""
+
+    __tablename__ = "mtls_certificates"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"), nullable=False, index=True)
+    name: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    ca: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    type: Mapped[str] = mapped_column(String(32), nullable=False)
+    certificates: Mapped[str] = mapped_column(Text, nullable=False)
+    private_key_sealed: Mapped[str | None] = mapped_column(Text, nullable=True)
+    issuer: Mapped[str] = mapped_column(Text, nullable=False)
+    serial_number: Mapped[str] = mapped_column(String(64), nullable=False)
+    signature: Mapped[str] = mapped_column(String(64), nullable=False)
+    fingerprint_sha256: Mapped[str] = mapped_column(String(64), nullable=False)
+    expires_on: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    uploaded_on: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+
+
+class HostnameAssociation(Base):
+    """A hostname of a zone whose clients are checked against one CA.
+
+    `ca_id` is a ManagedCA id when `ca_kind` is "managed", an MtlsCertificate id when "uploaded".
+    The service layer checks the reference under the same lock that guards deletion.
+    """
+
+    __tablename__ = "hostname_associations"
+    __table_args__ = (
+        UniqueConstraint("zone_id", "hostname", "ca_id", name="uq_association"),
+        Index("ix_association_ca", "ca_id"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    zone_id: Mapped[str] = mapped_column(ForeignKey("zones.id"), nullable=False, index=True)
+    hostname: Mapped[str] = mapped_column(String(253), nullable=False)
+    ca_kind: Mapped[str] = mapped_column(String(16), nullable=False)
+    ca_id: Mapped[str] = mapped_column(String(36), nullable=False)
+    # When this hostname started using this CA: the edge prefers the most recent uploaded CA.
+    deployed_on: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
