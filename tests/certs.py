@@ -249,7 +249,9 @@ def _issue(
     work = csr.cert_path.parent
     config = _config(work, extensions)
     cert = work / "cert.pem"
-    ext_args = [] if extensions is None else ["-extfile", config, "-extensions", "ext"]
+    ext_args: list[str | Path] = (
+        [] if extensions is None else ["-extfile", config, "-extensions", "ext"]
+    )
     openssl(
         "x509",
         "-req",

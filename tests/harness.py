@@ -25,12 +25,16 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def run_cli(*args: str, check: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, check: bool = True, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run(
         [MTLSGATE, *args], capture_output=True, text=True, timeout=120, env=env or dict(os.environ)
     )
     if check and proc.returncode != 0:
-        raise AssertionError(f"mtlsgate {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}")
+        raise AssertionError(
+            f"mtlsgate {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}"
+        )
     return proc
 
 

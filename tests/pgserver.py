@@ -219,9 +219,7 @@ class PostgresServer:
         last: Exception | None = None
         while time.monotonic() < deadline:
             try:
-                with psycopg.connect(
-                    self._conninfo("postgres"), connect_timeout=2
-                ) as conn:
+                with psycopg.connect(self._conninfo("postgres"), connect_timeout=2) as conn:
                     conn.execute("select 1")
                 return
             except psycopg.OperationalError as exc:
@@ -257,9 +255,7 @@ class PostgresServer:
         atexit.unregister(self.stop)
         if (self.data_dir / "postmaster.pid").exists():
             with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):
-                self._run(
-                    "pg_ctl", "-D", str(self.data_dir), "-m", "immediate", "-w", "stop"
-                )
+                self._run("pg_ctl", "-D", str(self.data_dir), "-m", "immediate", "-w", "stop")
         shutil.rmtree(self.data_dir, ignore_errors=True)
         with contextlib.suppress(OSError):
             self.base_dir.rmdir()  # only if empty: never delete what we did not create

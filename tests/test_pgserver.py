@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import pgserver
-from pgserver import PostgresServer, port_is_open, running_postgres
+from tests import pgserver
+from tests.pgserver import PostgresServer, port_is_open, running_postgres
 
 
 def test_start_create_connect_stop() -> None:
@@ -30,10 +27,7 @@ def test_start_create_connect_stop() -> None:
             try:
                 with engine.connect() as conn:
                     assert conn.execute(text("select 1")).scalar_one() == 1
-                    assert (
-                        conn.execute(text("select current_database()")).scalar_one()
-                        == name
-                    )
+                    assert conn.execute(text("select current_database()")).scalar_one() == name
             finally:
                 engine.dispose()
 

@@ -37,8 +37,6 @@ def normalize_hostname(raw: object) -> str:
                 code=INVALID_HOSTNAME,
             ) from None
     labels = body.split(".")
-    if len(body) > 253 - (2 if wildcard else 0) or len(labels) < 2:
-        raise BadRequest(f"{raw!r} is not a fully qualified hostname", code=INVALID_HOSTNAME)
     for label in labels:
         if "*" in label:
             raise BadRequest(
@@ -51,6 +49,8 @@ def normalize_hostname(raw: object) -> str:
                 "or hyphens, not starting or ending with a hyphen",
                 code=INVALID_HOSTNAME,
             )
+    if len(body) > 253 - (2 if wildcard else 0) or len(labels) < 2:
+        raise BadRequest(f"{raw!r} is not a fully qualified hostname", code=INVALID_HOSTNAME)
     return ("*." if wildcard else "") + body
 
 

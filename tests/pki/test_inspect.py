@@ -31,35 +31,18 @@ from mtlsgate.pki.inspect import (
     normalize_pem_text,
     signature_name,
 )
-
-# tests/ has no __init__.py today, so pytest puts tests/ itself on sys.path and the helper is
-# `certs`; if the suite becomes a package the helper is `tests.certs`. Accept both.
-try:
-    from tests.certs import (
-        CertFiles,
-        openssl,
-        openssl_csr,
-        openssl_dated_ca,
-        openssl_encrypted_key,
-        openssl_intermediate,
-        openssl_leaf,
-        openssl_root,
-        openssl_traditional_key,
-        openssl_v1_cert,
-    )
-except ImportError:
-    from certs import (  # type: ignore[no-redef]
-        CertFiles,
-        openssl,
-        openssl_csr,
-        openssl_dated_ca,
-        openssl_encrypted_key,
-        openssl_intermediate,
-        openssl_leaf,
-        openssl_root,
-        openssl_traditional_key,
-        openssl_v1_cert,
-    )
+from tests.certs import (
+    CertFiles,
+    openssl,
+    openssl_csr,
+    openssl_dated_ca,
+    openssl_encrypted_key,
+    openssl_intermediate,
+    openssl_leaf,
+    openssl_root,
+    openssl_traditional_key,
+    openssl_v1_cert,
+)
 
 
 def inspect(
