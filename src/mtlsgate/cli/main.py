@@ -8,15 +8,19 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from mtlsgate.errors import MtlsgateError
-from mtlsgate.services import accounts, tokens
-from mtlsgate.settings import DEFAULT_API_LISTEN, Settings, parse_listen
-from mtlsgate.store.db import Store
-from mtlsgate.store.keystore import KeyStore
+from mtlsgate.settings import DEFAULT_API_LISTEN, PLANS, Settings, parse_listen
+
+if TYPE_CHECKING:
+    from mtlsgate.store.db import Store
+    from mtlsgate.store.keystore import KeyStore
+
+# Heavy modules (SQLAlchemy, FastAPI) are imported inside the commands that need them, so
+# `mtlsgate rules check` answers in a fraction of a second.
 
 log = logging.getLogger("mtlsgate")
 
@@ -40,6 +44,9 @@ def _emit(obj: Any) -> None:
 def _open(
     data_dir: Path | None, database_url: str | None, *, create: bool = False
 ) -> tuple[Settings, Store, KeyStore]:
+    from mtlsgate.store.db import Store
+    from mtlsgate.store.keystore import KeyStore
+
     settings = Settings.load(data_dir, database_url)
     if settings.is_sqlite and not create and not (settings.data_dir / "mtlsgate.db").exists():
         raise click.ClickException(
@@ -79,6 +86,8 @@ def init(
     account_name: str,
 ) -> None:
     """Create the store, the account, its zones, managed CA and admin token."""
+    from mtlsgate.services import accounts
+
     settings, store, keystore = _open(data_dir, database_url, create=True)
     with store.transaction() as session:
         boot = accounts.initialize(session, keystore, zone_names=zones, account_name=account_name)
@@ -171,6 +180,8 @@ def token_create(
     name: str,
 ) -> None:
     """Create a token with exactly the given permissions; prints {"id", "api_token"}."""
+    from mtlsgate.services import accounts, tokens
+
     if zone and account_id:
         raise click.UsageError("give --zone or --account, not both")
     _, store, _ = _open(data_dir, database_url)
@@ -208,6 +219,8 @@ def account_create(
     data_dir: Path | None, database_url: str | None, name: str, zones: Sequence[str]
 ) -> None:
     """Create another account (with its zones, managed CA and admin token); prints like init."""
+    from mtlsgate.services import accounts
+
     _, store, keystore = _open(data_dir, database_url)
     with store.transaction() as session:
         boot = accounts.create_account(session, keystore, name=name, zone_names=zones)
@@ -218,9 +231,11 @@ def account_create(
 @data_dir_option
 @database_option
 @click.option("--account", "account_id", required=True)
-@click.option("--plan", required=True, type=click.Choice(accounts.PLANS))
+@click.option("--plan", required=True, type=click.Choice(PLANS))
 def set_plan(data_dir: Path | None, database_url: str | None, account_id: str, plan: str) -> None:
     """Change an account's plan (only Enterprise accounts may upload CAs)."""
+    from mtlsgate.services import accounts
+
     _, store, _ = _open(data_dir, database_url)
     with store.transaction() as session:
         acct = accounts.set_plan(session, account_id, plan)
@@ -236,10 +251,64 @@ def set_ca_quota(
     data_dir: Path | None, database_url: str | None, account_id: str, quota: int
 ) -> None:
     """Change how many CA certificates an account may upload (default 5)."""
+    from mtlsgate.services import accounts
+
     _, store, _ = _open(data_dir, database_url)
     with store.transaction() as session:
         acct = accounts.set_ca_quota(session, account_id, quota)
         _emit({"id": acct.id, "ca_quota": acct.ca_quota})
+
+
+@cli.group()
+def rules() -> None:
+    """Check and evaluate Rules language expressions (no data dir needed)."""
+
+
+@rules.command("check")
+@click.argument("expression")
+def rules_check(expression: str) -> None:
+    """Exit 0 if EXPRESSION is valid; otherwise print the caret diagnostic and exit 1."""
+    from mtlsgate.rules import RulesError, compile_expression
+
+    try:
+        compile_expression(expression)
+    except RulesError as exc:
+        click.echo(exc.render(), err=True)
+        sys.exit(1)
+    click.echo("ok")
+
+
+@rules.command("eval")
+@click.argument("expression")
+@click.option("--field", "fields", multiple=True, help="NAME=VALUE (repeatable).")
+def rules_eval(expression: str, fields: Sequence[str]) -> None:
+    """Print true or false: EXPRESSION evaluated over the given field values (others default)."""
+    from mtlsgate.rules import RulesError, compile_expression
+    from mtlsgate.rules.facts import facts_from_text
+    from mtlsgate.rules.fields_cloudflare import SCHEME
+    from mtlsgate.rules.scheme import default_value
+
+    try:
+        compiled = compile_expression(expression)
+    except RulesError as exc:
+        click.echo(exc.render(), err=True)
+        sys.exit(1)
+    given: dict[str, str] = {}
+    for item in fields:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise click.BadParameter(f"expected NAME=VALUE, got {item!r}", param_hint="--field")
+        given[name.strip()] = value
+    try:
+        facts = facts_from_text(SCHEME, given)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--field") from None
+    for key in compiled.fields:
+        if key not in facts:
+            fld = SCHEME.get(key)
+            assert fld is not None
+            facts[key] = default_value(fld.type)
+    click.echo("true" if compiled(facts) is True else "false")
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -14,11 +14,11 @@ from mtlsgate.pki.managed_ca import generate_managed_ca
 from mtlsgate.services.common import hex_id, utcnow, uuid_id
 from mtlsgate.services.permissions import ALL_PERMISSIONS, Principal
 from mtlsgate.services.tokens import create_token
+from mtlsgate.settings import PLANS
 from mtlsgate.store.db import bump_config_version
 from mtlsgate.store.keystore import KeyStore
 from mtlsgate.store.models import Account, ManagedCA, Zone
 
-PLANS = ("free", "pro", "business", "enterprise")
 DEFAULT_CA_QUOTA = 5
 MAX_CA_QUOTA = 1000
 
