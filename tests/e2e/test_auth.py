@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy
 
 from tests.certs import openssl_root
 from tests.harness import Gateway, init_gateway
@@ -324,15 +325,26 @@ def test_token_create_grants_exactly_the_requested_permission(world: World) -> N
 
 
 def test_tokens_are_stored_hashed(world: World) -> None:
-    if world.gw.database_url is not None:
-        pytest.skip("the database file check is for the SQLite backend")
-    db = world.gw.data_dir / "mtlsgate.db"
-    assert db.is_file()
-    # The database and its journal/WAL files (bootstrap.json, mode 0600, holds the admin
-    # token on purpose so `init` can show it again).
-    files = [p for p in world.gw.data_dir.glob("mtlsgate.db*") if p.is_file()]
-    stored = b"".join(p.read_bytes() for p in files)
     secrets_ = [world.gw.token, world.b_token, *(t["api_token"] for t in world.tokens.values())]
+    if world.gw.database_url is None:
+        # The SQLite database and its journal/WAL files, byte for byte (bootstrap.json, mode
+        # 0600, holds the admin token on purpose so `init` can show it again).
+        files = [p for p in world.gw.data_dir.glob("mtlsgate.db*") if p.is_file()]
+        assert files
+        stored = b"".join(p.read_bytes() for p in files)
+    else:
+        # PostgreSQL: every column of every row of every table, as text.
+        engine = sqlalchemy.create_engine(world.gw.database_url)
+        with engine.connect() as conn:
+            tables = conn.execute(
+                sqlalchemy.text("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+            ).scalars()
+            stored = b"".join(
+                str(row).encode()
+                for table in list(tables)
+                for row in conn.execute(sqlalchemy.text(f'SELECT * FROM "{table}"'))
+            )
+        engine.dispose()
     for secret in secrets_:
         assert secret.encode() not in stored
         assert hashlib.sha256(secret.encode()).hexdigest().encode() in stored

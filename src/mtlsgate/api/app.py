@@ -52,6 +52,8 @@ class BodyLimit:
             if not message.get("more_body", False):
                 break
         body = b"".join(chunks)
+        if body and scope["path"].startswith(API_PREFIX):
+            scope = _as_json(scope)
         sent = False
 
         async def replay() -> Message:
@@ -78,6 +80,14 @@ class BodyLimit:
         await response(scope, receive, send)
 
 
+def _as_json(scope: Scope) -> Scope:
+    """Every API body is JSON: read it as JSON whatever Content-Type says, so `curl -d '{...}'`
+    (which sends a form type) works like `curl --json`, and malformed JSON is reported as such."""
+    headers = [(k, v) for k, v in scope["headers"] if k != b"content-type"]
+    headers.append((b"content-type", b"application/json"))
+    return {**scope, "headers": headers}
+
+
 def create_app(store: Store, keystore: KeyStore) -> FastAPI:
     app = FastAPI(
         title="mtlsgate API",
@@ -86,6 +96,8 @@ def create_app(store: Store, keystore: KeyStore) -> FastAPI:
         openapi_url=f"{API_PREFIX}/openapi.json",
         docs_url=f"{API_PREFIX}/docs",
         redoc_url=None,
+        # `/accounts/` answers 404 in the envelope, not a redirect with an empty body.
+        redirect_slashes=False,
     )
     app.state.store = store
     app.state.keystore = keystore

@@ -168,7 +168,12 @@ def install_error_handlers(app: FastAPI) -> None:
                 ],
                 headers=dict(exc.headers or {}),
             )
-        return error_response(exc.status_code, [_error_item(exc.status_code, str(exc.detail))])
+        if exc.status_code == 400:
+            # FastAPI's own parse failure (e.g. a body that is not UTF-8): a malformed body.
+            return error_response(
+                400, [_error_item(MALFORMED_JSON, "Malformed JSON in request body: not UTF-8 JSON")]
+            )
+        return error_response(exc.status_code, [_error_item(INTERNAL, str(exc.detail))])
 
     @app.exception_handler(Exception)
     async def _unexpected(req: Request, exc: Exception) -> JSONResponse:

@@ -537,6 +537,18 @@ def _warnings(certs: Sequence[x509.Certificate], now: datetime) -> list[UploadWa
     return found
 
 
+def _check_serials(certs: Sequence[x509.Certificate]) -> None:
+    # RFC 5280 4.1.2.2: at most 20 octets. Longer ones are malformed, and would not fit the
+    # store's serial column either.
+    for i, cert in enumerate(certs, start=1):
+        if abs(cert.serial_number).bit_length() > 160:
+            raise UploadError(
+                f"certificate {i} has a serial number longer than 20 bytes, "
+                "which RFC 5280 does not allow",
+                code=PEM_MALFORMED,
+            )
+
+
 def inspect_upload(
     certificates: str, *, ca: bool, private_key: str | None, now: datetime
 ) -> InspectedUpload:
@@ -551,6 +563,7 @@ def inspect_upload(
         raise ValueError("now must be a timezone-aware datetime")
 
     certs = _parse_certificates(normalize_pem_text(certificates))
+    _check_serials(certs)
     _check_signatures(certs)
     if ca:
         _check_ca(certs)

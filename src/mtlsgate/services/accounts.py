@@ -171,6 +171,8 @@ def list_visible_zones(
 ) -> list[Zone]:
     query = select(Zone).where(Zone.account_id == principal.account_id).order_by(Zone.name)
     if name is not None:
+        if "\x00" in name:
+            return []  # no zone name contains NUL (and PostgreSQL refuses it in a query)
         query = query.where(Zone.name == name.strip().rstrip(".").lower())
     if account_id is not None:
         query = query.where(Zone.account_id == account_id)

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, field_validator
 
 from mtlsgate.api.auth import principal_from_request
 from mtlsgate.api.common import iso, keystore_of, path_hex_id, path_uuid, store_of
@@ -31,6 +31,13 @@ class UploadBody(BaseModel):
     certificates: StrictStr = Field(max_length=512 * 1024)
     name: StrictStr | None = Field(default=None, max_length=255)
     private_key: StrictStr | None = Field(default=None, max_length=64 * 1024)
+
+    @field_validator("name")
+    @classmethod
+    def _printable_name(cls, v: str | None) -> str | None:
+        if v is not None and any(ord(ch) < 32 or ord(ch) == 127 for ch in v):
+            raise ValueError("must not contain control characters")
+        return v
 
 
 def certificate_json(cert: MtlsCertificate, *, with_updated_at: bool = False) -> dict[str, Any]:
