@@ -17,7 +17,8 @@ import re2
 
 from mtlsgate.rules import ast
 from mtlsgate.rules.functions import FUNCTIONS, MISSING
-from mtlsgate.rules.parser import parse
+from mtlsgate.rules.lexer import wildcard_parts
+from mtlsgate.rules.parser import parse, regex_options
 from mtlsgate.rules.scheme import BOOL, IP, Scheme, Type
 
 _COMPARE = {"eq": "==", "ne": "!=", "lt": "<", "le": "<=", "gt": ">", "ge": ">="}
@@ -66,19 +67,43 @@ def _each(a: Any) -> Any:
     return () if a is MISSING else a
 
 
-def _wildcard_regex(pattern: str, *, case_sensitive: bool) -> Any:
+def _wildcard_matcher(pattern: str, *, case_sensitive: bool) -> Callable[[Any], bool]:
+    """Cloudflare matches wildcards on bytes, and `wildcard` folds ASCII letters only: the
+    pattern becomes an RE2 program over Latin-1 (one char per byte) with `[aA]` classes."""
     out = []
-    i = 0
-    while i < len(pattern):
-        ch = pattern[i]
-        if ch == "\\" and i + 1 < len(pattern) and pattern[i + 1] in "*\\":
-            out.append(re2.escape(pattern[i + 1]))
-            i += 2
+    for part in wildcard_parts(pattern):
+        if part is None:
+            out.append(".*")
             continue
-        out.append(".*" if ch == "*" else re2.escape(ch))
-        i += 1
-    flags = "(?s)" if case_sensitive else "(?si)"
-    return re2.compile(flags + "".join(out))
+        for byte in part.encode("utf-8", "surrogateescape"):
+            ch = chr(byte)
+            if not case_sensitive and ch.isascii() and ch.isalpha():
+                out.append(f"[{ch.lower()}{ch.upper()}]")
+            else:
+                out.append(re2.escape(ch))
+    options = regex_options()
+    options.encoding = re2.Options.Encoding.LATIN1
+    options.dot_nl = True
+    fullmatch = re2.compile("".join(out).encode("latin-1"), options=options).fullmatch
+
+    def match(value: Any) -> bool:
+        return fullmatch(value.encode("utf-8", "surrogateescape")) is not None
+
+    return match
+
+
+def _regex_searcher(pattern: str) -> Callable[[Any], bool]:
+    search = re2.compile(pattern, options=regex_options()).search
+
+    def match(value: Any) -> bool:
+        try:
+            return search(value) is not None
+        except UnicodeEncodeError:
+            # Bytes that were not UTF-8 (surrogateescape) match nothing but `.`-like classes.
+            clean = value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+            return search(clean) is not None
+
+    return match
 
 
 def _set_matcher(items: tuple[object, ...], t: Type) -> tuple[str, Any]:
@@ -207,10 +232,10 @@ class _CodeGen:
         if op == "contains":
             return f"{self.literal(value)} in {lhs}"
         if op == "matches":
-            return f"{self.const(re2.compile(value).search)}({lhs}) is not None"
+            return f"{self.const(_regex_searcher(str(value)))}({lhs})"
         if op in ("wildcard", "strict_wildcard"):
-            rx = _wildcard_regex(str(value), case_sensitive=op == "strict_wildcard")
-            return f"{self.const(rx.fullmatch)}({lhs}) is not None"
+            matcher = _wildcard_matcher(str(value), case_sensitive=op == "strict_wildcard")
+            return f"{self.const(matcher)}({lhs})"
         if op == "bitwise_and":
             return f"({lhs} & {self.literal(value)}) != 0"
         raise TypeError(f"unknown operator {op}")

@@ -19,6 +19,44 @@ _LIST = re.compile(r"\$[a-z0-9_.]+")
 # Cloudflare's engine skips only these between tokens: a TAB is an error there, and here.
 WHITESPACE = " \r\n"
 
+# The language's Int is a signed 64-bit integer, as in Cloudflare's engine.
+INT_MIN = -(2**63)
+INT_MAX = 2**63 - 1
+
+
+def wildcard_parts(pattern: str) -> list[str | None]:
+    """A wildcard pattern as literal runs and None for each `*`, with Cloudflare's rules: `\\*`
+    is a literal star, `\\\\` a literal backslash, any other backslash is an error, and two
+    stars in a row are an error. Raises ValueError with the reason."""
+    parts: list[str | None] = []
+    run: list[str] = []
+    i = 0
+    while i < len(pattern):
+        ch = pattern[i]
+        if ch == "\\":
+            nxt = pattern[i + 1 : i + 2]
+            if nxt not in ("*", "\\"):
+                raise ValueError(
+                    "invalid wildcard: a backslash must be followed by * or \\ "
+                    "(write \\\\ for a backslash)"
+                )
+            run.append(nxt)
+            i += 2
+            continue
+        if ch == "*":
+            if run:
+                parts.append("".join(run))
+                run = []
+            if parts and parts[-1] is None:
+                raise ValueError("a wildcard pattern must not contain **")
+            parts.append(None)
+        else:
+            run.append(ch)
+        i += 1
+    if run:
+        parts.append("".join(run))
+    return parts
+
 
 class Cursor:
     def __init__(self, text: str) -> None:
@@ -90,13 +128,19 @@ class Cursor:
         digits = raw.lstrip("-")
         sign = -1 if raw.startswith("-") else 1
         if digits[:2] in ("0x", "0X"):
-            return sign * int(digits[2:], 16)
-        if len(digits) > 1 and digits.startswith("0"):
+            value = sign * int(digits[2:], 16)
+        elif len(digits) > 1 and digits.startswith("0"):
             try:
-                return sign * int(digits, 8)
+                value = sign * int(digits, 8)
             except ValueError:
                 raise self.error("invalid octal integer", m.start(), m.end()) from None
-        return sign * int(digits)
+        else:
+            value = sign * int(digits)
+        if not INT_MIN <= value <= INT_MAX:
+            raise self.error(
+                "integer out of range (the limit is a signed 64-bit integer)", m.start(), m.end()
+            )
+        return value
 
     def ipish(self) -> tuple[str, int] | None:
         """The text of an IP literal, CIDR or range (`a..b`), validated by the caller."""

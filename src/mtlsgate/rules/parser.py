@@ -4,17 +4,35 @@ left-hand side's type decides which operators and which literal forms may follow
 from __future__ import annotations
 
 import ipaddress
+import re
 
 import re2
 
 from mtlsgate.rules import ast
 from mtlsgate.rules.errors import RulesError
 from mtlsgate.rules.functions import FUNCTIONS, MAY_MISS, SignatureError
-from mtlsgate.rules.lexer import Cursor
+from mtlsgate.rules.lexer import Cursor, wildcard_parts
 from mtlsgate.rules.scheme import BOOL, INT, IP, STRING, Scheme, Type, array
 
 MAX_LENGTH = 4096
 MAX_DEPTH = 64
+
+# A lone surrogate cannot come from UTF-8 text (Cloudflare's API takes UTF-8 JSON).
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+# Bounds of the literal arguments that must be in range (cidr's prefix lengths).
+_LITERAL_RANGES: dict[str, dict[int, tuple[int, int]]] = {
+    "cidr": {1: (0, 32), 2: (0, 128)},
+    "cidr6": {1: (0, 128)},
+}
+
+
+def regex_options() -> re2.Options:
+    """RE2 options for `matches`: errors come back as exceptions, not as lines on stderr."""
+    options = re2.Options()
+    options.log_errors = False
+    return options
+
 
 OPERATORS_BY_TYPE: dict[str, frozenset[str]] = {
     "String": frozenset(
@@ -81,6 +99,9 @@ class _Parser:
                 MAX_LENGTH,
                 len(self.text),
             )
+        bad = _SURROGATE.search(self.text)
+        if bad is not None:
+            raise self.c.error("the expression is not valid Unicode text", bad.start())
         if self.c.at_end():
             raise self.c.error("empty expression", 0)
         e = self.or_expr()
@@ -240,16 +261,21 @@ class _Parser:
             if s is None:
                 raise c.error("expected a string literal (the regular expression)")
             try:
-                re2.compile(s[0])
+                re2.compile(s[0], options=regex_options())
             except re2.error as exc:
-                raise c.error(f"invalid regular expression: {exc}", start, c.pos) from None
+                detail = exc.args[0] if exc.args else ""
+                if isinstance(detail, bytes):
+                    detail = detail.decode("utf-8", "replace")
+                raise c.error(f"invalid regular expression: {detail}", start, c.pos) from None
             return ast.Lit(s[0], STRING, (start, c.pos), raw=s[1])
         if op in ("wildcard", "strict_wildcard"):
             s = c.string()
             if s is None:
                 raise c.error("expected a string literal (the wildcard pattern)")
-            if "**" in s[0].replace("\\\\", "").replace("\\*", ""):
-                raise c.error("a wildcard pattern must not contain **", start, c.pos)
+            try:
+                wildcard_parts(s[0])
+            except ValueError as exc:
+                raise c.error(str(exc), start, c.pos) from None
             return ast.Lit(s[0], STRING, (start, c.pos), raw=s[1])
         if op == "bitwise_and":
             return self.int_literal()
@@ -410,6 +436,17 @@ class _Parser:
                 raise c.error("[*] can only be used in the first argument of a function", *a.span)
             if i in fn.literal_args and not isinstance(a, ast.Lit):
                 raise c.error(f"argument {i + 1} of {name} must be a literal", *a.span)
+            bounds = _LITERAL_RANGES.get(name, {}).get(i)
+            if (
+                bounds is not None
+                and isinstance(a, ast.Lit)
+                and isinstance(a.value, int)
+                and not bounds[0] <= a.value <= bounds[1]
+            ):
+                raise c.error(
+                    f"argument {i + 1} of {name} must be between {bounds[0]} and {bounds[1]}",
+                    *a.span,
+                )
         types = [a.type for a in args]
         star = bool(args) and args[0].starred
         if star and fn.star == "consume":

@@ -24,6 +24,22 @@ def _quote(s: str) -> str:
     return '"' + "".join(out) + '"'
 
 
+def _has_byte_escape(s: str) -> bool:
+    return any("\udc80" <= ch <= "\udcff" for ch in s)
+
+
+def _string(s: str, *, regex: bool = False) -> str:
+    """A string literal that lexes back to `s`. A regex keeps its backslashes for RE2, and a
+    quoted regex treats `\\"` differently inside `[...]`, so one with `\\` or `"` is printed raw;
+    other strings with a backslash print raw for readability, unless they hold a non-UTF-8
+    byte, which only the quoted form can spell (`\\xHH`)."""
+    if regex:
+        return _raw(s) if ("\\" in s or '"' in s) else _quote(s)
+    if "\\" in s and not _has_byte_escape(s):
+        return _raw(s)
+    return _quote(s)
+
+
 def _raw(s: str) -> str:
     hashes = 1
     while '"' + "#" * hashes in s:
@@ -49,8 +65,8 @@ def to_text(e: ast.Expr | ast.SetLit) -> str:
     if isinstance(e, ast.FieldRef):
         return e.name
     if isinstance(e, ast.Lit):
-        if isinstance(e.value, str) and "\\" in e.value:
-            return _raw(e.value)  # raw keeps backslashes exact (regexes, wildcards)
+        if isinstance(e.value, str):
+            return _string(e.value)
         return _value(e.value)
     if isinstance(e, ast.SetLit):
         return "{" + " ".join(_value(i) for i in e.items) + "}"
@@ -63,7 +79,11 @@ def to_text(e: ast.Expr | ast.SetLit) -> str:
     if isinstance(e, ast.Star):
         return f"{to_text(e.base)}[*]"
     if isinstance(e, ast.Compare):
-        return f"{to_text(e.lhs)} {_SYMBOL.get(e.op, e.op)} {to_text(e.rhs)}"
+        if e.op == "matches" and isinstance(e.rhs, ast.Lit) and isinstance(e.rhs.value, str):
+            rhs = _string(e.rhs.value, regex=True)
+        else:
+            rhs = to_text(e.rhs)
+        return f"{to_text(e.lhs)} {_SYMBOL.get(e.op, e.op)} {rhs}"
     if isinstance(e, ast.Not):
         inner = to_text(e.operand)
         return (
