@@ -9,8 +9,10 @@ compiled at rule-compile time, and missing values are guarded only where they ca
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+import itertools
+from bisect import bisect_right
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import re2
@@ -24,13 +26,23 @@ from mtlsgate.rules.scheme import BOOL, IP, Scheme, Type
 _COMPARE = {"eq": "==", "ne": "!=", "lt": "<", "le": "<=", "gt": ">", "ge": ">="}
 
 
+# Names in generated code are unique in the process, so the bodies of several compiled
+# expressions can be joined into one function (compile_first_match) without renaming.
+_names = itertools.count()
+
+
 @dataclass(frozen=True)
 class CompiledExpression:
+    """A compiled rule. Hot paths call `.fn` (or a compile_first_match function) directly:
+    going through `__call__` costs a Python-level call, as much as a simple rule itself."""
+
     text: str
     tree: ast.Expr
     fields: frozenset[str]  # the facts keys it reads
     source: str
     fn: Callable[[Mapping[str, Any]], Any]
+    body: str = field(repr=False, default="")
+    consts: Mapping[str, Any] = field(repr=False, default_factory=dict)
 
     def __call__(self, facts: Mapping[str, Any]) -> Any:
         return self.fn(facts)
@@ -50,7 +62,23 @@ def compile_expression(
     source = f"def _rule(f):\n    return {body}\n"
     namespace: dict[str, Any] = {"MISSING": MISSING, **gen.consts}
     exec(compile(source, "<rule>", "exec"), namespace)
-    return CompiledExpression(text, tree, frozenset(gen.fields), source, namespace["_rule"])
+    return CompiledExpression(
+        text, tree, frozenset(gen.fields), source, namespace["_rule"], body, dict(gen.consts)
+    )
+
+
+def compile_first_match(rules: Sequence[CompiledExpression]) -> Callable[[Mapping[str, Any]], int]:
+    """One function that returns the index of the first rule that matches, or -1: a ruleset
+    evaluated as straight-line code, with no call per rule."""
+    lines = ["def _first(f):"]
+    namespace: dict[str, Any] = {"MISSING": MISSING}
+    for i, rule in enumerate(rules):
+        namespace.update(rule.consts)
+        lines.append(f"    if {rule.body}:\n        return {i}")
+    lines.append("    return -1")
+    exec(compile("\n".join(lines) + "\n", "<ruleset>", "exec"), namespace)
+    fn: Callable[[Mapping[str, Any]], int] = namespace["_first"]
+    return fn
 
 
 def _index(a: Any, i: int) -> Any:
@@ -106,49 +134,58 @@ def _regex_searcher(pattern: str) -> Callable[[Any], bool]:
     return match
 
 
-def _set_matcher(items: tuple[object, ...], t: Type) -> tuple[str, Any]:
-    """('in', frozenset) for plain sets; ('call', predicate) when ranges or CIDRs are present."""
-    exact = frozenset(i for i in items if not isinstance(i, (ast.Range, ipaddress._BaseNetwork)))
-    ranges = tuple((r.lo, r.hi) for r in items if isinstance(r, ast.Range))
-    nets = tuple(n for n in items if isinstance(n, ipaddress._BaseNetwork))
-    if not ranges and not nets:
-        return "in", exact
-    if t == IP:
-        ip_ranges = tuple((lo, hi, lo.version) for lo, hi in ranges)  # type: ignore[attr-defined]
+def _ip_intervals(items: tuple[object, ...], version: int) -> tuple[list[int], list[int]]:
+    """Addresses, CIDRs and ranges of one IP family as merged [start, end] integer intervals."""
+    spans: list[tuple[int, int]] = []
+    for item in items:
+        if isinstance(item, ast.Range):
+            lo, hi = item.lo, item.hi
+        elif isinstance(item, ipaddress._BaseNetwork):
+            lo, hi = item.network_address, item.broadcast_address
+        else:
+            lo = hi = item
+        if lo.version == version:  # type: ignore[attr-defined]
+            spans.append((int(lo), int(hi)))  # type: ignore[call-overload]
+    spans.sort()
+    merged: list[list[int]] = []
+    for lo, hi in spans:
+        if merged and lo <= merged[-1][1] + 1:
+            merged[-1][1] = max(merged[-1][1], hi)
+        else:
+            merged.append([lo, hi])
+    return [m[0] for m in merged], [m[1] for m in merged]
 
-        def ip_match(v: Any) -> bool:
-            if v in exact:
-                return True
-            ver = v.version
-            for n in nets:
-                if n.version == ver and v in n:
-                    return True
-            return any(rv == ver and lo <= v <= hi for lo, hi, rv in ip_ranges)
 
-        return "call", ip_match
+def _ip_set_matcher(items: tuple[object, ...]) -> Callable[[Any], bool]:
+    """Membership in a set of IPs, CIDRs and ranges: one binary search over merged intervals."""
+    starts4, ends4 = _ip_intervals(items, 4)
+    starts6, ends6 = _ip_intervals(items, 6)
+    v4 = ipaddress.IPv4Address
 
-    def int_match(v: Any) -> bool:
-        return v in exact or any(lo <= v <= hi for lo, hi in ranges)
+    def match(v: Any) -> bool:
+        x = int(v)
+        if v.__class__ is v4:
+            i = bisect_right(starts4, x) - 1
+            return i >= 0 and x <= ends4[i]
+        i = bisect_right(starts6, x) - 1
+        return i >= 0 and x <= ends6[i]
 
-    return "call", int_match
+    return match
 
 
 class _CodeGen:
     def __init__(self) -> None:
         self.consts: dict[str, Any] = {"_index": _index, "_key": _key, "_each": _each}
         self.fields: set[str] = set()
-        self._n = 0
         self._star_vars: dict[int, str] = {}
 
     def const(self, value: Any) -> str:
-        name = f"_k{self._n}"
-        self._n += 1
+        name = f"_k{next(_names)}"
         self.consts[name] = value
         return name
 
     def temp(self) -> str:
-        self._n += 1
-        return f"_t{self._n}"
+        return f"_t{next(_names)}"
 
     def literal(self, v: object) -> str:
         if isinstance(v, (str, int)) and not isinstance(v, bool):
@@ -188,12 +225,14 @@ class _CodeGen:
         args = list(e.args)
         if args and args[0].starred and fn.star == "consume":
             star = _find_star(args[0])
-            var = f"_e{self._n}"
-            self._n += 1
+            var = f"_e{next(_names)}"
             self._star_vars[id(star)] = var
             source = self.expr(star.base)
             if star.base.may_miss:
                 source = f"_each({source})"
+            shortcut = self._any_shortcut(e, args[0], star, source)
+            if shortcut is not None:
+                return shortcut
             if e.name in ("any", "all"):
                 return f"{e.name}({self.bool_expr(args[0])} for {var} in {source})"
             first = f"[{self.expr(args[0])} for {var} in {source}]"
@@ -207,9 +246,34 @@ class _CodeGen:
             return f"{codes[0]}.{method}({codes[1]})"
         if not guarded and e.name in ("any", "all"):
             return f"{e.name}({codes[0]})"
+        if not guarded and e.name in ("lower", "upper", "len") and args[0].type.kind != "Array":
+            # ASCII, the usual case, through the built-in; the byte-exact rules otherwise.
+            t = self.temp()
+            fast = f"len({t})" if e.name == "len" else f"{t}.{e.name}()"
+            return f"({fast} if ({t} := {codes[0]}).isascii() else {self.const(fn.impl)}({t}))"
+        if not guarded and e.name == "len":
+            return f"len({codes[0]})"
         return f"{self.const(fn.impl)}({', '.join(codes)})"
 
+    def _any_shortcut(self, e: ast.Call, arg: ast.Expr, star: ast.Star, source: str) -> str | None:
+        """`any(x[*] == "v")` is `"v" in x`; `any(x[*] in {...})` is a set intersection."""
+        if e.name != "any" or not isinstance(arg, ast.Compare) or arg.lhs is not star:
+            return None
+        if arg.op == "eq" and isinstance(arg.rhs, ast.Lit):
+            return f"({self.literal(arg.rhs.value)} in {source})"
+        plain = isinstance(arg.rhs, ast.SetLit) and not any(
+            isinstance(i, (ast.Range, ipaddress._BaseNetwork)) for i in arg.rhs.items
+        )
+        if arg.op == "in" and isinstance(arg.rhs, ast.SetLit) and plain:
+            return f"(not {self.const(frozenset(arg.rhs.items))}.isdisjoint({source}))"
+        return None
+
     def compare(self, e: ast.Compare) -> str:
+        if isinstance(e.lhs, (ast.Index, ast.MapKey)):
+            chain = self.access(e.lhs)
+            if chain is not None:
+                conds, value = chain
+                return "(" + " and ".join([*conds, self._test(e, value)]) + ")"
         lhs = self.expr(e.lhs)
         guard = None
         if e.lhs.may_miss:
@@ -223,9 +287,7 @@ class _CodeGen:
     def _test(self, e: ast.Compare, lhs: str) -> str:
         op, rhs = e.op, e.rhs
         if isinstance(rhs, ast.SetLit):
-            kind, matcher = _set_matcher(rhs.items, rhs.type)
-            name = self.const(matcher)
-            return f"{lhs} in {name}" if kind == "in" else f"{name}({lhs})"
+            return self._in_set(rhs, lhs)
         value = rhs.value
         if op in _COMPARE:
             return f"{lhs} {_COMPARE[op]} {self.literal(value)}"
@@ -239,6 +301,42 @@ class _CodeGen:
         if op == "bitwise_and":
             return f"({lhs} & {self.literal(value)}) != 0"
         raise TypeError(f"unknown operator {op}")
+
+    def _in_set(self, rhs: ast.SetLit, lhs: str) -> str:
+        if rhs.type == IP:
+            if all(
+                isinstance(i, (ipaddress.IPv4Address, ipaddress.IPv6Address)) for i in rhs.items
+            ):
+                return f"{lhs} in {self.const(frozenset(rhs.items))}"
+            return f"{self.const(_ip_set_matcher(rhs.items))}({lhs})"
+        exact = frozenset(i for i in rhs.items if not isinstance(i, ast.Range))
+        ranges = [i for i in rhs.items if isinstance(i, ast.Range)]
+        if not ranges:
+            return f"{lhs} in {self.const(exact)}"
+        # Integer ranges inline, as one would write them: `v in {...} or 8000 <= v <= 8009`.
+        name = lhs if lhs.isidentifier() else self.temp()
+        parts = [f"{r.lo!r} <= {name} <= {r.hi!r}" for r in ranges]
+        if exact:
+            parts.insert(0, f"{name} in {self.const(exact)}")
+        if name != lhs:
+            parts[0] = parts[0].replace(name, f"({name} := {lhs})", 1)
+        return "(" + " or ".join(parts) + ")"
+
+    def access(self, e: ast.Expr) -> tuple[list[str], str] | None:
+        """A chain of ["key"] and [i] over a value that is never missing, as inline guards:
+        (conditions, value code), or None when the chain cannot be written that way."""
+        if not isinstance(e, (ast.Index, ast.MapKey)):
+            return ([], self.expr(e)) if not e.may_miss else None
+        inner = self.access(e.base)
+        if inner is None:
+            return None
+        conds, base = inner
+        t = self.temp()
+        if isinstance(e, ast.MapKey):
+            conds.append(f"({t} := {base}.get({e.key!r})) is not None")
+            return conds, t
+        conds.append(f"len({t} := {base}) > {e.index}")
+        return conds, f"{t}[{e.index}]"
 
 
 def _find_star(e: ast.Expr) -> ast.Star:
