@@ -1,0 +1,1 @@
+"""The data plane: TLS termination with per-hostname client certificates, rules, proxying."""

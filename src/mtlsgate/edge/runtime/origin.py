@@ -1,0 +1,284 @@
+"""Origin side: pooled keep-alive connections and the relay of one request and its response.
+
+The response is relayed to the client byte for byte as it arrives; httptools only finds where it
+ends, so the connection can go back to the pool (LIFO: the warmest connection first).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, cast
+
+import httptools
+
+from mtlsgate.edge.snapshot import Origin
+
+if TYPE_CHECKING:
+    from mtlsgate.edge.runtime.server import ClientConnection, Request
+
+MAX_IDLE_PER_ORIGIN = 32
+CONNECT_TIMEOUT = 10.0
+RESPONSE_TIMEOUT = 60.0
+# Requests without a body that may be sent again when a pooled connection turns out stale.
+RETRYABLE = frozenset({b"GET", b"HEAD", b"OPTIONS"})
+
+
+class _HeadDone(Exception):
+    """Stops the parser after the head of a response to HEAD (it carries no body)."""
+
+
+class OriginConnection(asyncio.Protocol):
+    def __init__(self, pool: OriginPool, key: tuple[Any, ...]) -> None:
+        self.pool = pool
+        self.key = key
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.request: OriginRequest | None = None
+        self.closed = False
+        self.used = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not asyncio.Transport subclasses, but behave as one.
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        req = self.request
+        if req is None:
+            self.close()  # bytes nobody asked for: this connection is out of step
+            return
+        req.got_bytes = True
+        req.client.origin_response(req.client_req, data)
+        try:
+            self.parser.feed_data(data)
+        except _HeadDone:
+            self.parser = httptools.HttpResponseParser(self)
+            self._complete(keep_alive=True)
+        except httptools.HttpParserError:
+            self.close()
+
+    def on_headers_complete(self) -> None:
+        req = self.request
+        if req is not None and req.head_only:
+            raise _HeadDone
+
+    def on_message_complete(self) -> None:
+        self._complete(keep_alive=self.parser.should_keep_alive())
+
+    def _complete(self, keep_alive: bool) -> None:
+        req = self.request
+        self.request = None
+        if req is not None:
+            req.finished(close_client=not keep_alive)
+        if keep_alive and not self.closed:
+            self.pool.release(self)
+        else:
+            self.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.pool.forget(self)
+        req = self.request
+        self.request = None
+        if req is not None:
+            req.lost()
+
+    def close(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+
+class OriginRequest:
+    """One client request on its way to the origin."""
+
+    def __init__(
+        self,
+        pool: OriginPool,
+        origin: Origin,
+        head: bytes,
+        client: ClientConnection,
+        client_req: Request,
+    ) -> None:
+        self.pool = pool
+        self.origin = origin
+        self.head = head
+        self.client = client
+        self.client_req = client_req
+        self.chunked = client_req.chunked
+        self.head_only = client_req.method == b"HEAD"
+        self.conn: OriginConnection | None = None
+        self.pending: list[bytes] = [head]
+        self.ended = False
+        self.got_bytes = False
+        self.retried = False
+        self.aborted = False
+        self.timer: asyncio.TimerHandle | None = None
+
+    def start(self) -> None:
+        conn = self.pool.acquire(self.origin)
+        if conn is not None:
+            self._attach(conn)
+        else:
+            self.pool.loop.create_task(self._connect())
+        self.timer = self.pool.loop.call_later(RESPONSE_TIMEOUT, self._timeout)
+
+    async def _connect(self) -> None:
+        try:
+            conn = await asyncio.wait_for(self.pool.connect(self.origin), CONNECT_TIMEOUT)
+        except TimeoutError:
+            self._fail(504)
+            return
+        except (OSError, ssl.SSLError):
+            self._fail(502)
+            return
+        if self.aborted:
+            conn.close()
+            return
+        self._attach(conn)
+
+    def _attach(self, conn: OriginConnection) -> None:
+        self.conn = conn
+        conn.request = self
+        assert conn.transport is not None
+        conn.transport.write(b"".join(self.pending))
+        self.pending = []
+
+    def send_body(self, data: bytes) -> None:
+        if self.chunked:
+            data = b"%x\r\n%s\r\n" % (len(data), data)
+        self._write(data)
+
+    def end_body(self) -> None:
+        self.ended = True
+        if self.chunked:
+            self._write(b"0\r\n\r\n")
+
+    def _write(self, data: bytes) -> None:
+        if self.conn is not None and self.conn.transport is not None:
+            self.conn.transport.write(data)
+        else:
+            self.pending.append(data)
+
+    def finished(self, close_client: bool) -> None:
+        self._cancel_timer()
+        self.client.origin_done(self.client_req, ok=True, close=close_client)
+
+    def lost(self) -> None:
+        """The origin connection went away before the response was complete."""
+        if self.aborted:
+            return
+        # A pooled connection the origin had closed meanwhile: retry once on a fresh one when
+        # the request can be repeated safely and its body is still at hand.
+        stale = not self.got_bytes and not self.retried and self.conn is not None and self.conn.used
+        repeatable = (
+            self.client_req.method in RETRYABLE
+            and not self.chunked
+            and not any(n == b"content-length" for n, _ in self.client_req.headers)
+        )
+        if stale and repeatable:
+            self.retried = True
+            self.conn = None
+            self.pending = [self.head]
+            self.pool.loop.create_task(self._connect())
+            return
+        self._fail(502)
+
+    def _fail(self, status: int) -> None:
+        self._cancel_timer()
+        if self.got_bytes:
+            self.client.origin_broken(self.client_req)
+        else:
+            self.client.origin_failed(self.client_req, status)
+
+    def _timeout(self) -> None:
+        self.timer = None
+        self.abort()
+        if self.got_bytes:
+            self.client.origin_broken(self.client_req)
+        else:
+            self.client.origin_failed(self.client_req, 504)
+
+    def abort(self) -> None:
+        self.aborted = True
+        self._cancel_timer()
+        if self.conn is not None:
+            self.conn.request = None
+            self.conn.close()
+
+    def _cancel_timer(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+
+class OriginPool:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.idle: dict[tuple[Any, ...], list[OriginConnection]] = {}
+        self._tls: dict[bool, ssl.SSLContext] = {}
+
+    @staticmethod
+    def key(origin: Origin) -> tuple[Any, ...]:
+        return (origin.host, origin.port, origin.tls, origin.verify, origin.sni)
+
+    def request(
+        self, origin: Origin, head: bytes, client: ClientConnection, client_req: Request
+    ) -> OriginRequest:
+        req = OriginRequest(self, origin, head, client, client_req)
+        req.start()
+        return req
+
+    def acquire(self, origin: Origin) -> OriginConnection | None:
+        stack = self.idle.get(self.key(origin))
+        while stack:
+            conn = stack.pop()
+            if not conn.closed:
+                conn.used = True
+                return conn
+        return None
+
+    def release(self, conn: OriginConnection) -> None:
+        stack = self.idle.setdefault(conn.key, [])
+        if len(stack) >= MAX_IDLE_PER_ORIGIN:
+            conn.close()
+        else:
+            stack.append(conn)
+
+    def forget(self, conn: OriginConnection) -> None:
+        stack = self.idle.get(conn.key)
+        if stack and conn in stack:
+            stack.remove(conn)
+
+    async def connect(self, origin: Origin) -> OriginConnection:
+        key = self.key(origin)
+        factory: Callable[[], OriginConnection] = lambda: OriginConnection(self, key)  # noqa: E731
+        if origin.tls:
+            _, proto = await self.loop.create_connection(
+                factory,
+                origin.host,
+                origin.port,
+                ssl=self._tls_context(origin.verify),
+                server_hostname=origin.sni or origin.host if origin.verify else origin.sni,
+            )
+        else:
+            _, proto = await self.loop.create_connection(factory, origin.host, origin.port)
+        return proto
+
+    def _tls_context(self, verify: bool) -> ssl.SSLContext:
+        ctx = self._tls.get(verify)
+        if ctx is None:
+            ctx = ssl.create_default_context()
+            if not verify:
+                # "full" mode: encrypted, not authenticated (Cloudflare's meaning of the setting).
+                ctx.check_hostname = False
+                ctx.verify_mode = ssl.CERT_NONE
+            self._tls[verify] = ctx
+        return ctx
+
+    def close_all(self) -> None:
+        for stack in self.idle.values():
+            for conn in stack:
+                conn.close()
+        self.idle.clear()
