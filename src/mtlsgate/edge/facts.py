@@ -102,10 +102,7 @@ def _cookies(f: RequestFacts) -> dict[str, list[str]]:
 def _host(f: RequestFacts) -> str:
     # The hostname of the Host header, without a port (rules name hosts, not ports).
     host: str = f.req.host.decode("latin-1").lower()
-    if host.startswith("["):
-        host = host[: host.find("]") + 1]
-    else:
-        host = host.split(":", 1)[0]
+    host = host[: host.find("]") + 1] if host.startswith("[") else host.split(":", 1)[0]
     return host.rstrip(".") or f.profile.hostname
 
 

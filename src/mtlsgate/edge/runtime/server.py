@@ -124,6 +124,7 @@ class EdgeWorker:
         self.loop = loop
         self.pool = OriginPool(loop)
         self.connections: set[ClientConnection] = set()
+        self.reject_context = SSL.Context(SSL.TLS_SERVER_METHOD)
         self._ray = int(time.time() * 1000) & 0xFFFFFFFF
 
     def install(self, snapshot: Snapshot) -> None:
@@ -143,7 +144,10 @@ class EdgeWorker:
         name = raw.decode("ascii", "replace") if raw else None
         profile = self.snapshot.lookup(name)
         if profile is None:
-            raise SSL.Error(f"unknown hostname {name!r}")
+            # A context without a certificate: the handshake fails with handshake_failure.
+            # (Raising here would only print a traceback from inside cffi.)
+            conn.set_context(self.reject_context)
+            return
         state.profile = profile
         state.sni = name
         conn.set_context(profile.context)
