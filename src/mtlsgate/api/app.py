@@ -10,7 +10,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mtlsgate import __version__
 from mtlsgate.api.envelope import BODY_TOO_LARGE, error_response, install_error_handlers
-from mtlsgate.api.routes import hostname_associations, identity, mtls_certificates
+from mtlsgate.api.routes import hostname_associations, identity, mtls_certificates, rulesets
 from mtlsgate.store.db import Store
 from mtlsgate.store.keystore import KeyStore
 
@@ -102,7 +102,7 @@ def create_app(store: Store, keystore: KeyStore) -> FastAPI:
     app.state.store = store
     app.state.keystore = keystore
     install_error_handlers(app)
-    for module in (identity, mtls_certificates, hostname_associations):
+    for module in (identity, mtls_certificates, hostname_associations, rulesets):
         app.include_router(module.router, prefix=API_PREFIX)
 
     @app.get("/healthz", include_in_schema=False)

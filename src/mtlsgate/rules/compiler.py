@@ -188,7 +188,7 @@ class _CodeGen:
         return f"_t{next(_names)}"
 
     def literal(self, v: object) -> str:
-        if isinstance(v, (str, int)) and not isinstance(v, bool):
+        if isinstance(v, (str, int)):  # bool is an int: True/False print as themselves
             return repr(v)
         return self.const(v)
 

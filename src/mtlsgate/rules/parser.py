@@ -371,6 +371,9 @@ class _Parser:
         node: ast.Expr
         if c.text.startswith("(", c.pos):
             node = self.call(name, at)
+        elif name in ("true", "false"):
+            # Cloudflare's rule for every request is the expression `true`.
+            return ast.Lit(name == "true", BOOL, (at, c.pos))
         else:
             fld = self.scheme.get(name)
             if fld is None:

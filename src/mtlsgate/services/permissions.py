@@ -15,6 +15,8 @@ ACCOUNT_SSL_READ = "Account: SSL and Certificates Read"
 ACCOUNT_SSL_WRITE = "Account: SSL and Certificates Write"
 ZONE_SSL_READ = "SSL and Certificates Read"
 ZONE_SSL_WRITE = "SSL and Certificates Write"
+ZONE_WAF_READ = "Zone WAF Read"
+ZONE_WAF_WRITE = "Zone WAF Write"
 
 # Every permission group mtlsgate knows, including those later parts of the API check
 # (rules, DNS records, zone settings, managed headers): the admin token holds all of them.
@@ -23,8 +25,8 @@ ALL_PERMISSIONS: tuple[str, ...] = (
     ACCOUNT_SSL_WRITE,
     ZONE_SSL_READ,
     ZONE_SSL_WRITE,
-    "Zone WAF Read",
-    "Zone WAF Write",
+    ZONE_WAF_READ,
+    ZONE_WAF_WRITE,
     "DNS Read",
     "DNS Write",
     "Zone Settings Read",

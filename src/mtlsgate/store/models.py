@@ -147,3 +147,58 @@ class HostnameAssociation(Base):
     ca_id: Mapped[str] = mapped_column(String(36), nullable=False)
     # When this hostname started using this CA: the edge prefers the most recent uploaded CA.
     deployed_on: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+
+
+class Ruleset(Base):
+    """A zone's ruleset (Rulesets API): the entry point of a phase (kind "zone") or a custom one.
+
+    At most one entry point per (zone, phase): the service checks it under the account lock.
+    """
+
+    __tablename__ = "rulesets"
+    __table_args__ = (Index("ix_rulesets_zone_phase", "zone_id", "phase"),)
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    zone_id: Mapped[str] = mapped_column(ForeignKey("zones.id"), nullable=False)
+    name: Mapped[str] = mapped_column(String(255), nullable=False)
+    description: Mapped[str] = mapped_column(Text, nullable=False)
+    kind: Mapped[str] = mapped_column(String(16), nullable=False)
+    phase: Mapped[str] = mapped_column(String(64), nullable=False)
+    version: Mapped[int] = mapped_column(Integer, nullable=False)
+    last_updated: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+
+
+class RulesetRule(Base):
+    """One rule of the current version of a ruleset, at `position` (0-based) in its list.
+
+    Every expression stored here compiled when it was written; `action_parameters` and `logging`
+    are JSON text (NULL when the rule has none). Positions and refs are unique within a ruleset;
+    the service keeps them so (no constraint: a reorder would trip it mid-flush).
+    """
+
+    __tablename__ = "ruleset_rules"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    ruleset_id: Mapped[str] = mapped_column(
+        ForeignKey("rulesets.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    position: Mapped[int] = mapped_column(Integer, nullable=False)
+    version: Mapped[int] = mapped_column(Integer, nullable=False)
+    action: Mapped[str] = mapped_column(String(32), nullable=False)
+    action_parameters: Mapped[str | None] = mapped_column(Text, nullable=True)
+    expression: Mapped[str] = mapped_column(Text, nullable=False)
+    description: Mapped[str] = mapped_column(Text, nullable=False)
+    enabled: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    ref: Mapped[str] = mapped_column(String(255), nullable=False)
+    logging: Mapped[str | None] = mapped_column(Text, nullable=True)
+    last_updated: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+
+
+class RulesetVersion(Base):
+    """The full JSON (as the API returns it, rules included) of each version of a ruleset."""
+
+    __tablename__ = "ruleset_versions"
+    ruleset_id: Mapped[str] = mapped_column(
+        ForeignKey("rulesets.id", ondelete="CASCADE"), primary_key=True
+    )
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    snapshot: Mapped[str] = mapped_column(Text, nullable=False)
+    last_updated: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
