@@ -7,6 +7,7 @@ ends, so the connection can go back to the pool (LIFO: the warmest connection fi
 from __future__ import annotations
 
 import asyncio
+import os
 import ssl
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
@@ -21,6 +22,8 @@ if TYPE_CHECKING:
 MAX_IDLE_PER_ORIGIN = 32
 CONNECT_TIMEOUT = 10.0
 RESPONSE_TIMEOUT = 60.0
+# Read when a worker (its OriginPool) starts; overrides RESPONSE_TIMEOUT (tests use ~1 s).
+RESPONSE_TIMEOUT_ENV = "MTLSGATE_EDGE_RESPONSE_TIMEOUT"
 # Requests without a body that may be sent again when a pooled connection turns out stale.
 RETRYABLE = frozenset({b"GET", b"HEAD", b"OPTIONS"})
 
@@ -52,11 +55,13 @@ class OriginConnection(asyncio.Protocol):
         req.client.origin_response(req.client_req, data)
         try:
             self.parser.feed_data(data)
-        except _HeadDone:
-            self.parser = httptools.HttpResponseParser(self)
-            self._complete(keep_alive=True)
-        except httptools.HttpParserError:
-            self.close()
+        except httptools.HttpParserError as e:
+            # httptools wraps a callback's exception (kept as __context__).
+            if isinstance(e.__context__, _HeadDone):
+                self.parser = httptools.HttpResponseParser(self)
+                self._complete(keep_alive=True)
+            else:
+                self.close()
 
     def on_headers_complete(self) -> None:
         req = self.request
@@ -122,7 +127,7 @@ class OriginRequest:
             self._attach(conn)
         else:
             self.pool.loop.create_task(self._connect())
-        self.timer = self.pool.loop.call_later(RESPONSE_TIMEOUT, self._timeout)
+        self.timer = self.pool.loop.call_later(self.pool.response_timeout, self._timeout)
 
     async def _connect(self) -> None:
         try:
@@ -213,11 +218,21 @@ class OriginRequest:
             self.timer = None
 
 
+def _response_timeout() -> float:
+    raw = os.environ.get(RESPONSE_TIMEOUT_ENV, "")
+    try:
+        value = float(raw) if raw else RESPONSE_TIMEOUT
+    except ValueError:
+        value = RESPONSE_TIMEOUT
+    return value if value > 0 else RESPONSE_TIMEOUT
+
+
 class OriginPool:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.idle: dict[tuple[Any, ...], list[OriginConnection]] = {}
         self._tls: dict[bool, ssl.SSLContext] = {}
+        self.response_timeout = _response_timeout()
 
     @staticmethod
     def key(origin: Origin) -> tuple[Any, ...]:

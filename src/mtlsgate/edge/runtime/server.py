@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import re
 import time
 from collections import deque
 from collections.abc import Callable
@@ -91,6 +92,7 @@ class Request:
         "chunked",
         "done",
         "facts",
+        "has_body",
         "headers",
         "host",
         "keep_alive",
@@ -109,6 +111,7 @@ class Request:
         self.host: bytes = b""
         self.keep_alive: bool = True
         self.chunked: bool = False
+        self.has_body: bool = False
         self.body: list[bytes] = []
         self.done = False
         self.origin: OriginRequest | None = None
@@ -178,6 +181,9 @@ class ClientConnection(asyncio.Protocol):
         self.local_ip: Any = None
         self.local_port: int = 0
         self.header_bytes = 0
+        # Between the end of one request and the end of the next one's head; raw bytes of it.
+        self.in_head = True
+        self.head_raw = 0
         self.timer: asyncio.TimerHandle | None = None
         self.tls_version: str = ""
         self.tls_cipher: str = ""
@@ -279,18 +285,36 @@ class ClientConnection(asyncio.Protocol):
     def _feed(self, plain: bytes) -> None:
         parser = self.parser
         assert parser is not None
+        waiting = self.in_head
         try:
             parser.feed_data(plain)
         except httptools.HttpParserUpgrade:
             self._reject(400, b"protocol upgrades are not supported\n")
-        except httptools.HttpParserError:
-            self._reject(400, b"malformed request\n")
+            return
+        except httptools.HttpParserError as e:
+            # httptools wraps an exception raised in a callback in HttpParserCallbackError
+            # (the original is its __context__): a _Reject never arrives here as itself.
+            cause = e.__context__ or e.__cause__
+            if isinstance(cause, _Reject):
+                self._reject(cause.status, cause.body)
+            else:
+                self._reject(400, b"malformed request\n")
+            return
         except _Reject as r:
             self._reject(r.status, r.body)
+            return
+        # A head still arriving is bounded before any header completes (httptools buffers a
+        # partial header line without limit). A chunk that began in the head and left it
+        # unfinished is counted from the next chunk on: the bound is the limit plus one read.
+        if waiting and self.in_head:
+            self.head_raw += len(plain)
+            if self.head_raw > MAX_HEADER_BYTES + 1024:
+                self._reject(431, b"request header fields too large\n")
 
     def on_message_begin(self) -> None:
         self.current = Request()
         self.header_bytes = 0
+        self.in_head = True
         self._arm(HEADER_TIMEOUT)
 
     def on_url(self, url: bytes) -> None:
@@ -321,6 +345,8 @@ class ClientConnection(asyncio.Protocol):
         req = self.current
         parser = self.parser
         assert req is not None and parser is not None
+        self.in_head = False
+        self.head_raw = 0
         req.version = parser.get_http_version()
         if req.version not in ("1.1", "1.0"):
             raise _Reject(400, b"unsupported HTTP version\n")
@@ -330,6 +356,11 @@ class ClientConnection(asyncio.Protocol):
             raise _Reject(400, b"chunked transfer coding in an HTTP/1.0 request\n")
         req.method = parser.get_method()
         req.keep_alive = parser.should_keep_alive()
+        # llhttp has validated Content-Length by now (one, decimal): a bodiless request
+        # answered at its head (a block) leaves the connection usable.
+        req.has_body = req.chunked or any(
+            n == b"content-length" and v.strip() not in (b"0", b"") for n, v in req.headers
+        )
         self._arm(IDLE_TIMEOUT)
         if self.active is None and not self.queue:
             self._start(req)
@@ -350,6 +381,8 @@ class ClientConnection(asyncio.Protocol):
         req = self.current
         assert req is not None
         req.done = True
+        self.in_head = True
+        self.head_raw = 0
         if req is self.active and req.origin is not None:
             req.origin.end_body()
 
@@ -374,6 +407,11 @@ class ClientConnection(asyncio.Protocol):
         target = snapshot.lookup(host) if host and host != profile.hostname else profile
         if target is None:
             self._respond(req, simple_response(421, b"unknown hostname\n"))
+            return
+        if target is not profile and target.mtls:
+            # A handshake that never asked for (or judged against this host's CAs) a client
+            # certificate must not reach an mTLS hostname.
+            self._respond(req, simple_response(421, b"Host does not match the TLS server name\n"))
             return
         facts = RequestFacts(self, req, target)
         req.facts = facts
@@ -404,17 +442,24 @@ class ClientConnection(asyncio.Protocol):
             self.transport.resume_reading()
 
     def _origin_head(self, req: Request, profile: HostProfile) -> bytes:
-        host = (profile.origin.host_header or req.host.decode("latin-1")).encode("latin-1")
+        # An HTTP/1.0 request may come without Host: the origin still gets one.
+        host = (
+            profile.origin.host_header.encode("latin-1")
+            if profile.origin.host_header
+            else req.host or profile.hostname.encode("ascii")
+        )
         out = [req.method, b" ", req.url, b" HTTP/1.1\r\nHost: ", host, b"\r\n"]
-        forwarded_for = b""
+        forwarded: list[bytes] = []
         for name, value in req.headers:
             if name in HOP_BY_HOP or name in SPOOFABLE or name.startswith(SPOOFABLE_PREFIXES):
-                if name == b"x-forwarded-for":
-                    forwarded_for = value
+                if name == b"x-forwarded-for" and value.strip():
+                    forwarded.append(value.strip())
                 continue
             out += [name, b": ", value, b"\r\n"]
         client_ip = str(self.peer_ip).encode()
-        xff = forwarded_for + b", " + client_ip if forwarded_for else client_ip
+        # Documented: a client's X-Forwarded-For (all of them, in order) is kept and the
+        # client's address appended; origins that trust it must trust only the last entry.
+        xff = b", ".join([*forwarded, client_ip])
         out += [
             b"X-Forwarded-For: ",
             xff,
@@ -431,7 +476,8 @@ class ClientConnection(asyncio.Protocol):
             from mtlsgate.pki.client_auth import managed_headers
 
             for name_s, value_s in managed_headers(self.cert_facts):
-                out += [name_s.encode(), b": ", value_s.encode("latin-1", "replace"), b"\r\n"]
+                value = _CONTROL.sub(_escape_control, value_s.encode("latin-1", "replace"))
+                out += [name_s.encode(), b": ", value, b"\r\n"]
         elif profile.managed_cert_headers:
             out.append(
                 b"cf-cert-presented: false\r\ncf-cert-verified: false\r\ncf-cert-revoked: false\r\n"
@@ -483,7 +529,7 @@ class ClientConnection(asyncio.Protocol):
         if not req.keep_alive:
             self._close()
             return
-        if not req.done:
+        if not req.done and req.has_body:
             # Answered before its body arrived (a block): the rest of the body would be read
             # as the next request, so this connection ends here.
             self._close()
@@ -534,6 +580,15 @@ class ClientConnection(asyncio.Protocol):
             self._close()
         else:
             self._arm(IDLE_TIMEOUT)
+
+
+# A certificate's names may hold CR, LF or NUL (RFC 4514 rendering leaves them raw): written
+# into a header they would inject headers or requests into the origin connection.
+_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def _escape_control(m: re.Match[bytes]) -> bytes:
+    return b"\\%02X" % m.group()[0]
 
 
 class _Reject(Exception):

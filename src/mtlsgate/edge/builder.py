@@ -1,0 +1,142 @@
+"""Plain configuration data → an immutable Snapshot: compiled rules, OpenSSL contexts, origins.
+
+Pure apart from OpenSSL context construction; the runtime reads the data from the store
+(runtime/config_sync.py) and hands it here.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from cryptography import x509
+from OpenSSL import SSL
+
+from mtlsgate.edge.snapshot import BlockResponse, FirewallRule, HostProfile, Origin, Snapshot
+from mtlsgate.edge.tls import ServerIdentity, build_context
+from mtlsgate.pki.edge_ca import EdgeCA
+from mtlsgate.rules import compile_expression
+from mtlsgate.rules.compiler import compile_first_match
+
+
+@dataclass(frozen=True)
+class RuleData:
+    rule_id: str
+    expression: str
+    action: str
+    action_parameters: str | None  # JSON text as stored
+
+
+@dataclass(frozen=True)
+class HostData:
+    hostname: str
+    zone_id: str
+    origin: Origin
+    # Trust anchors in advertising order: most recently deployed uploaded CA first, then older
+    # ones, then the managed CA. Empty: the hostname does not ask for client certificates.
+    trust: tuple[x509.Certificate, ...] = ()
+    identity: ServerIdentity | None = None  # an uploaded certificate covering the hostname
+    firewall: tuple[RuleData, ...] = ()
+    origin_rules: tuple[RuleData, ...] = ()
+    managed_cert_headers: bool = False
+    advertise_ca_names: bool = True
+
+
+@dataclass(frozen=True)
+class ConfigData:
+    version: int
+    hosts: tuple[HostData, ...]
+    default_hostname: str | None = None
+    now: datetime = field(default_factory=lambda: datetime.now().astimezone())
+
+
+def _block_response(params: str | None) -> BlockResponse | None:
+    if not params:
+        return None
+    data = json.loads(params)
+    response = data.get("response") if isinstance(data, dict) else None
+    if not isinstance(response, dict):
+        return None
+    return BlockResponse(
+        status=int(response.get("status_code", 403)),
+        content=str(response.get("content", "")).encode(),
+        content_type=str(response.get("content_type", "text/plain")),
+    )
+
+
+def _route(params: str | None, base: Origin) -> Origin:
+    data = json.loads(params) if params else {}
+    origin = data.get("origin") or {}
+    sni = (data.get("sni") or {}).get("value")
+    return Origin(
+        host=str(origin.get("host", base.host)),
+        port=int(origin.get("port", base.port)),
+        tls=base.tls,
+        verify=base.verify,
+        host_header=data.get("host_header", base.host_header),
+        sni=sni or base.sni,
+    )
+
+
+def build_snapshot(
+    data: ConfigData,
+    edge_ca: EdgeCA,
+    on_sni: Callable[[SSL.Connection], None],
+    identities: dict[str, ServerIdentity] | None = None,
+) -> Snapshot:
+    """`identities` caches edge-CA certificates between rebuilds (hostname → identity)."""
+    cache = identities if identities is not None else {}
+    exact: dict[str, HostProfile] = {}
+    wildcard: dict[str, HostProfile] = {}
+    for host in data.hosts:
+        identity = host.identity or cache.get(host.hostname)
+        if identity is None:
+            issued = edge_ca.issue([host.hostname], now=data.now)
+            identity = ServerIdentity(issued.chain_pem, issued.key_pem)
+            cache[host.hostname] = identity
+        context = build_context(
+            identity,
+            trust_anchors=host.trust,
+            advertise=host.trust if host.advertise_ca_names else (),
+            request_client_cert=bool(host.trust),
+            on_sni=on_sni,
+        )
+        firewall = _compile(host.firewall)
+        routes = _compile(host.origin_rules)
+        profile = HostProfile(
+            hostname=host.hostname,
+            zone_id=host.zone_id,
+            context=context,
+            mtls=bool(host.trust),
+            origin=host.origin,
+            firewall=firewall,
+            firewall_rules=tuple(
+                FirewallRule(r.rule_id, r.action, _block_response(r.action_parameters))
+                for r in host.firewall
+            ),
+            managed_cert_headers=host.managed_cert_headers,
+            origin_rules=routes,
+            origin_routes=tuple(
+                _route(r.action_parameters, host.origin) for r in host.origin_rules
+            ),
+        )
+        if host.hostname.startswith("*."):
+            wildcard[host.hostname[2:]] = profile
+        else:
+            exact[host.hostname] = profile
+    default = None
+    if data.default_hostname:
+        default = exact.get(data.default_hostname)
+    elif len(data.hosts) == 1:
+        default = next(iter(exact.values()), None) or next(iter(wildcard.values()), None)
+    return Snapshot(data.version, exact, wildcard, default)
+
+
+def _compile(rules: Sequence[RuleData]) -> Callable[..., int] | None:
+    if not rules:
+        return None
+    # Rules were checked when they were written; a rule that no longer compiles (an engine
+    # change) would raise here and keep the previous snapshot in place.
+    return compile_first_match([compile_expression(r.expression) for r in rules])

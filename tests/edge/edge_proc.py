@@ -1,0 +1,72 @@
+"""A real edge worker process for tests: `python -m tests.edge.edge_proc CONFIG.json`.
+
+Builds a Snapshot by hand from certificate files named in the config, starts the echo origin and
+one EdgeWorker under uvloop on free 127.0.0.1 ports, and prints `ready EDGE_PORT ORIGIN_PORT`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import uvloop
+from cryptography import x509
+
+from mtlsgate.edge.echo_origin import EchoProtocol
+from mtlsgate.edge.runtime.server import EdgeWorker
+from mtlsgate.edge.snapshot import FirewallRule, HostProfile, Origin, Snapshot
+from mtlsgate.edge.tls import ServerIdentity, build_context
+from mtlsgate.rules import compile_expression
+from mtlsgate.rules.compiler import compile_first_match
+
+SEED_RULE = '(http.host in {"api.example.com"} and not cf.tls_client_auth.cert_verified)'
+
+
+async def main(config: dict[str, Any]) -> None:
+    loop = asyncio.get_running_loop()
+    ident = ServerIdentity(
+        Path(config["edge_chain"]).read_text(), Path(config["edge_key"]).read_text()
+    )
+    ca = x509.load_pem_x509_certificate(Path(config["client_ca"]).read_bytes())
+    worker: EdgeWorker | None = None
+
+    def on_sni(conn: Any) -> None:
+        assert worker is not None
+        worker.on_sni(conn)
+
+    echo = await loop.create_server(EchoProtocol, "127.0.0.1", 0)
+    echo_port = echo.sockets[0].getsockname()[1]
+    mctx = build_context(
+        ident, trust_anchors=[ca], advertise=[ca], request_client_cert=True, on_sni=on_sni
+    )
+    pctx = build_context(ident, on_sni=on_sni)
+    firewall = compile_first_match([compile_expression(SEED_RULE)])
+    origin = Origin("127.0.0.1", echo_port)
+    api = HostProfile(
+        "api.example.com",
+        "z",
+        mctx,
+        True,
+        origin,
+        firewall,
+        (FirewallRule("r1", "block"),),
+        managed_cert_headers=True,
+    )
+    hosts = {
+        "api.example.com": api,
+        "open.example.com": HostProfile("open.example.com", "z", pctx, False, origin),
+    }
+    for name, port in config.get("extra_hosts", {}).items():
+        hosts[name] = HostProfile(name, "z", pctx, False, Origin("127.0.0.1", int(port)))
+    worker = EdgeWorker(Snapshot(1, hosts, default=api), loop)
+    server = await loop.create_server(worker.protocol_factory, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    print(f"ready {port} {echo_port}", flush=True)
+    await server.serve_forever()
+
+
+if __name__ == "__main__":
+    uvloop.run(main(json.loads(Path(sys.argv[1]).read_text())))
