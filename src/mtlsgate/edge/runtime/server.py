@@ -25,7 +25,7 @@ from OpenSSL import SSL
 
 from mtlsgate.edge.facts import RequestFacts
 from mtlsgate.edge.runtime.origin import OriginPool, OriginRequest
-from mtlsgate.edge.snapshot import HostProfile, Snapshot
+from mtlsgate.edge.snapshot import HostProfile, Origin, Snapshot
 from mtlsgate.edge.tls import HandshakeState, verify_callback
 from mtlsgate.pki.client_auth import ClientCertFacts, Verdict
 
@@ -431,8 +431,14 @@ class ClientConnection(asyncio.Protocol):
         ):
             # The edge accepts the body itself; the origin gets it without the Expect dance.
             self._send(b"HTTP/1.1 100 Continue\r\n\r\n")
-        head = self._origin_head(req, target)
-        req.origin = self.worker.pool.request(target.origin, head, self, req)
+        origin = target.origin
+        if target.origin_rules is not None:
+            # Origin rules: the first matching route rule chooses host, port, Host header, SNI.
+            route = target.origin_rules(facts)
+            if route >= 0:
+                origin = target.origin_routes[route]
+        head = self._origin_head(req, target, origin)
+        req.origin = self.worker.pool.request(origin, head, self, req)
         for chunk in req.body:
             req.origin.send_body(chunk)
         req.body.clear()
@@ -441,11 +447,11 @@ class ClientConnection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.resume_reading()
 
-    def _origin_head(self, req: Request, profile: HostProfile) -> bytes:
+    def _origin_head(self, req: Request, profile: HostProfile, origin: Origin) -> bytes:
         # An HTTP/1.0 request may come without Host: the origin still gets one.
         host = (
-            profile.origin.host_header.encode("latin-1")
-            if profile.origin.host_header
+            origin.host_header.encode("latin-1")
+            if origin.host_header
             else req.host or profile.hostname.encode("ascii")
         )
         out = [req.method, b" ", req.url, b" HTTP/1.1\r\nHost: ", host, b"\r\n"]
