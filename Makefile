@@ -5,6 +5,8 @@ BIN := $(VENV)/bin
 DATA ?= ./data
 ZONE ?= example.com
 API ?= 127.0.0.1:8080
+EDGE_PORT ?= 8443
+ORIGIN_PORT ?= 8081
 
 .PHONY: install install-test deps check test run clean
 
@@ -35,9 +37,15 @@ run: install
 	@if [ ! -f $(DATA)/bootstrap.json ]; then \
 		$(BIN)/mtlsgate init --data-dir $(DATA) --zone $(ZONE) > /dev/null; \
 	fi
-	@echo "admin token and ids: $(DATA)/bootstrap.json"
-	@echo "API: http://$(API)/client/v4  (health: http://$(API)/healthz)"
-	$(BIN)/mtlsgate serve --data-dir $(DATA) --api $(API)
+	@$(BIN)/mtlsgate demo --data-dir $(DATA) --origin-port $(ORIGIN_PORT) --edge-port $(EDGE_PORT) > $(DATA)/demo.json
+	@echo "admin token and ids:  $(DATA)/bootstrap.json"
+	@echo "API:                  http://$(API)/client/v4  (health: http://$(API)/healthz)"
+	@echo "edge:                 https://127.0.0.1:$(EDGE_PORT)  (demo hostname demo.$(ZONE))"
+	@echo "try, once the edge is up (200 with the demo client certificate, 403 without):"
+	@$(PYTHON) -c 'import json,sys; d=json.load(open(sys.argv[1])); print("  " + d["with_certificate"]); print("  " + d["without_certificate"])' $(DATA)/demo.json
+	@$(BIN)/mtlsgate echo-origin --listen 127.0.0.1:$(ORIGIN_PORT) & origin=$$!; \
+		trap 'kill $$origin 2>/dev/null' EXIT INT TERM; \
+		$(BIN)/mtlsgate serve --data-dir $(DATA) --api $(API) --edge 127.0.0.1:$(EDGE_PORT)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -70,12 +70,17 @@ class Gateway:
     def cli_json(self, *args: str) -> Any:
         return json.loads(self.cli(*args).stdout)
 
-    def start(self, port: int | None = None) -> subprocess.Popen[bytes]:
-        """Start a `serve` process; the first one becomes `self.proc`, later ones are extras."""
+    def start(
+        self, port: int | None = None, edge: list[str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        """Start a `serve` process; the first one becomes `self.proc`, later ones are extras.
+        Without `edge` (extra arguments such as ["--edge", "127.0.0.1:PORT"]) it serves the
+        API only, so parallel tests never share an edge port."""
         port = port or free_port()
         log = open(self.data_dir.parent / f"serve-{port}.log", "wb")  # noqa: SIM115
+        edge_args = edge if edge is not None else ["--no-edge"]
         proc = subprocess.Popen(
-            [MTLSGATE, "serve", *self.store_args, "--api", f"127.0.0.1:{port}"],
+            [MTLSGATE, "serve", *self.store_args, "--api", f"127.0.0.1:{port}", *edge_args],
             stdout=log,
             stderr=subprocess.STDOUT,
         )

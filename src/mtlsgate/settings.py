@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 DEFAULT_API_LISTEN = "127.0.0.1:8080"
+DEFAULT_EDGE_LISTEN = "127.0.0.1:8443"
 PLANS = ("free", "pro", "business", "enterprise")
 
 

@@ -10,7 +10,17 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mtlsgate import __version__
 from mtlsgate.api.envelope import BODY_TOO_LARGE, error_response, install_error_handlers
-from mtlsgate.api.routes import hostname_associations, identity, mtls_certificates, rulesets
+from mtlsgate.api.routes import (
+    access_settings,
+    custom_certificates,
+    dns_records,
+    hostname_associations,
+    identity,
+    managed_headers,
+    mtls_certificates,
+    rulesets,
+    zone_settings,
+)
 from mtlsgate.store.db import Store
 from mtlsgate.store.keystore import KeyStore
 
@@ -102,7 +112,17 @@ def create_app(store: Store, keystore: KeyStore) -> FastAPI:
     app.state.store = store
     app.state.keystore = keystore
     install_error_handlers(app)
-    for module in (identity, mtls_certificates, hostname_associations, rulesets):
+    for module in (
+        identity,
+        mtls_certificates,
+        hostname_associations,
+        rulesets,
+        dns_records,
+        zone_settings,
+        custom_certificates,
+        managed_headers,
+        access_settings,
+    ):
         app.include_router(module.router, prefix=API_PREFIX)
 
     @app.get("/healthz", include_in_schema=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -13,7 +14,13 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from mtlsgate.errors import MtlsgateError
-from mtlsgate.settings import DEFAULT_API_LISTEN, PLANS, Settings, parse_listen
+from mtlsgate.settings import (
+    DEFAULT_API_LISTEN,
+    DEFAULT_EDGE_LISTEN,
+    PLANS,
+    Settings,
+    parse_listen,
+)
 
 if TYPE_CHECKING:
     from mtlsgate.store.db import Store
@@ -127,25 +134,165 @@ def init(
     show_default=True,
     help="HOST:PORT of the API.",
 )
-def serve(data_dir: Path | None, database_url: str | None, api_listen: str) -> None:
-    """Serve the API (and /healthz) until interrupted."""
+@click.option(
+    "--edge",
+    "edge_listen",
+    default=DEFAULT_EDGE_LISTEN,
+    show_default=True,
+    help="HOST:PORT of the edge.",
+)
+@click.option("--no-edge", is_flag=True, help="Serve the API only.")
+@click.option(
+    "--workers", type=click.IntRange(1, 256), default=None, help="Edge workers (CPU count)."
+)
+@click.option("--default-hostname", default=None, help="Profile for clients that send no SNI.")
+def serve(
+    data_dir: Path | None,
+    database_url: str | None,
+    api_listen: str,
+    edge_listen: str,
+    no_edge: bool,
+    workers: int | None,
+    default_hostname: str | None,
+) -> None:
+    """Serve the API (and /healthz) and the edge workers until interrupted."""
     import uvicorn
 
     from mtlsgate.api.app import create_app
 
-    try:
-        host, port = parse_listen(api_listen)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--api") from None
+    host, port = _listen(api_listen, "--api")
     settings, store, keystore = _open(data_dir, database_url)
-    app = create_app(store, keystore)
-    log.info(
-        "API listening on http://%s:%d/client/v4 (data dir %s)",
-        host,
-        port,
-        settings.data_dir,
+    children = (
+        [] if no_edge else _start_edge_workers(settings, edge_listen, workers, default_hostname)
     )
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+    app = create_app(store, keystore)
+    log.info("API listening on http://%s:%d/client/v4 (data dir %s)", host, port, settings.data_dir)
+    try:
+        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+    finally:
+        _stop_children(children)
+
+
+@cli.command()
+@data_dir_option
+@database_option
+@click.option("--edge", "edge_listen", default=DEFAULT_EDGE_LISTEN, show_default=True)
+@click.option("--workers", type=click.IntRange(1, 256), default=None)
+@click.option("--default-hostname", default=None)
+def edge(
+    data_dir: Path | None,
+    database_url: str | None,
+    edge_listen: str,
+    workers: int | None,
+    default_hostname: str | None,
+) -> None:
+    """Run edge workers alone against a store (for a fleet on PostgreSQL)."""
+    settings, store, _ = _open(data_dir, database_url)
+    store.dispose()
+    children = _start_edge_workers(settings, edge_listen, workers, default_hostname)
+    try:
+        while all(c.is_alive() for c in children):
+            children[0].join(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        _stop_children(children)
+
+
+@cli.command()
+@data_dir_option
+@database_option
+@click.option("--origin-port", type=click.IntRange(1, 65535), default=8081, show_default=True)
+@click.option("--edge-port", type=click.IntRange(1, 65535), default=8443, show_default=True)
+def demo(data_dir: Path | None, database_url: str | None, origin_port: int, edge_port: int) -> None:
+    """Set up a demo hostname with a client CA, the seed's rule and a client certificate."""
+    from datetime import UTC, datetime
+
+    from mtlsgate.services.demo import set_up_demo
+
+    settings, store, keystore = _open(data_dir, database_url)
+    with store.transaction() as session:
+        result = set_up_demo(
+            session, keystore, settings.data_dir, origin_port=origin_port, now=datetime.now(UTC)
+        )
+    d, host = result.directory, result.hostname
+    base = (
+        f"curl --resolve {host}:{edge_port}:127.0.0.1 --cacert {settings.data_dir / 'edge-ca.pem'}"
+    )
+    _emit(
+        {
+            "hostname": host,
+            "created": result.created,
+            "client_certificate": str(d / "client.pem"),
+            "client_key": str(d / "client.key"),
+            "with_certificate": f"{base} --cert {d / 'client.pem'} --key {d / 'client.key'} "
+            f"https://{host}:{edge_port}/",
+            "without_certificate": f"{base} https://{host}:{edge_port}/",
+        }
+    )
+
+
+@cli.command("echo-origin")
+@click.option("--listen", default="127.0.0.1:8081", show_default=True, help="HOST:PORT.")
+def echo_origin(listen: str) -> None:
+    """A demo origin that answers every request with JSON describing it."""
+    import asyncio
+
+    from mtlsgate.edge.echo_origin import serve_echo
+
+    host, port = _listen(listen, "--listen")
+    log.info("echo origin listening on http://%s:%d", host, port)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve_echo(host, port))
+
+
+def _listen(value: str, flag: str) -> tuple[str, int]:
+    try:
+        return parse_listen(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint=flag) from None
+
+
+def _start_edge_workers(
+    settings: Settings, edge_listen: str, workers: int | None, default_hostname: str | None
+) -> list[Any]:
+    import multiprocessing
+    import resource
+    from datetime import UTC, datetime
+
+    from mtlsgate.edge.runtime.worker import run_worker
+    from mtlsgate.pki.edge_ca import EdgeCA
+
+    host, port = _listen(edge_listen, "--edge")
+    # Made here, once, so that workers starting together do not race to create it.
+    EdgeCA.load_or_create(settings.data_dir, now=datetime.now(UTC))
+    # Many keep-alive connections: take the whole open-files allowance.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    ctx = multiprocessing.get_context("spawn")
+    count = workers or os.cpu_count() or 1
+    children = []
+    for _ in range(count):
+        proc = ctx.Process(
+            target=run_worker,
+            args=(settings.data_dir, settings.database_url, host, port, default_hostname),
+            daemon=True,
+        )
+        proc.start()
+        children.append(proc)
+    log.info("edge: %d worker(s) on https://%s:%d", count, host, port)
+    return children
+
+
+def _stop_children(children: list[Any]) -> None:
+    for child in children:
+        if child.is_alive():
+            child.terminate()  # SIGTERM: each worker drains its requests in flight
+    for child in children:
+        child.join(15)
+        if child.is_alive():
+            child.kill()
 
 
 @cli.group()

@@ -17,6 +17,14 @@ ZONE_SSL_READ = "SSL and Certificates Read"
 ZONE_SSL_WRITE = "SSL and Certificates Write"
 ZONE_WAF_READ = "Zone WAF Read"
 ZONE_WAF_WRITE = "Zone WAF Write"
+DNS_READ = "DNS Read"
+DNS_WRITE = "DNS Write"
+ZONE_SETTINGS_READ = "Zone Settings Read"
+ZONE_SETTINGS_WRITE = "Zone Settings Write"
+MANAGED_HEADERS_READ = "Managed headers Read"
+MANAGED_HEADERS_WRITE = "Managed headers Write"
+ACCESS_MTLS_READ = "Access: Mutual TLS Certificates Read"
+ACCESS_MTLS_WRITE = "Access: Mutual TLS Certificates Write"
 
 # Every permission group mtlsgate knows, including those later parts of the API check
 # (rules, DNS records, zone settings, managed headers): the admin token holds all of them.
@@ -27,12 +35,14 @@ ALL_PERMISSIONS: tuple[str, ...] = (
     ZONE_SSL_WRITE,
     ZONE_WAF_READ,
     ZONE_WAF_WRITE,
-    "DNS Read",
-    "DNS Write",
-    "Zone Settings Read",
-    "Zone Settings Write",
-    "Managed headers Read",
-    "Managed headers Write",
+    DNS_READ,
+    DNS_WRITE,
+    ZONE_SETTINGS_READ,
+    ZONE_SETTINGS_WRITE,
+    MANAGED_HEADERS_READ,
+    MANAGED_HEADERS_WRITE,
+    ACCESS_MTLS_READ,
+    ACCESS_MTLS_WRITE,
 )
 
 

@@ -5,6 +5,7 @@ Schema changes go through Alembic (store/migrations); tests check the two agree.
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
 from sqlalchemy import (
@@ -202,3 +203,92 @@ class RulesetVersion(Base):
     version: Mapped[int] = mapped_column(Integer, primary_key=True)
     snapshot: Mapped[str] = mapped_column(Text, nullable=False)
     last_updated: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+
+
+class DnsRecord(Base):
+    """A DNS record of a zone (A, AAAA or CNAME). Proxied records are the hostnames the edge
+    serves; `content` is their origin. `tags` is a JSON array of strings."""
+
+    __tablename__ = "dns_records"
+    __table_args__ = (Index("ix_dns_records_zone_name", "zone_id", "name"),)
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    zone_id: Mapped[str] = mapped_column(ForeignKey("zones.id"), nullable=False)
+    name: Mapped[str] = mapped_column(String(253), nullable=False)
+    type: Mapped[str] = mapped_column(String(8), nullable=False)
+    content: Mapped[str] = mapped_column(String(253), nullable=False)
+    proxied: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    ttl: Mapped[int] = mapped_column(Integer, nullable=False)
+    comment: Mapped[str | None] = mapped_column(Text, nullable=True)
+    tags: Mapped[str] = mapped_column(Text, nullable=False)
+    created_on: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    modified_on: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+
+
+class ZoneSetting(Base):
+    """A zone setting that differs from its default (only "ssl" today; no row = the default)."""
+
+    __tablename__ = "zone_settings"
+    zone_id: Mapped[str] = mapped_column(ForeignKey("zones.id"), primary_key=True)
+    setting_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(String(64), nullable=False)
+    modified_on: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+
+
+class CustomCertificate(Base):
+    """An edge (server) certificate uploaded for a zone: the chain as PEM (leaf first) and its
+    private key sealed with the keystore (context: the record id). `hosts` is a JSON array."""
+
+    __tablename__ = "custom_certificates"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    zone_id: Mapped[str] = mapped_column(ForeignKey("zones.id"), nullable=False, index=True)
+    certificate: Mapped[str] = mapped_column(Text, nullable=False)
+    private_key_sealed: Mapped[str] = mapped_column(Text, nullable=False)
+    hosts: Mapped[str] = mapped_column(Text, nullable=False)
+    issuer: Mapped[str] = mapped_column(Text, nullable=False)
+    signature: Mapped[str] = mapped_column(String(64), nullable=False)
+    fingerprint_sha256: Mapped[str] = mapped_column(String(64), nullable=False)
+    bundle_method: Mapped[str] = mapped_column(String(16), nullable=False)
+    type: Mapped[str] = mapped_column(String(16), nullable=False)
+    geo_restrictions: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    policy: Mapped[str | None] = mapped_column(Text, nullable=True)
+    expires_on: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    uploaded_on: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    modified_on: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+
+    @property
+    def host_list(self) -> list[str]:
+        hosts: list[str] = json.loads(self.hosts)
+        return hosts
+
+
+class ManagedHeader(Base):
+    """A Managed Transform switched on or off for a zone (no row = off)."""
+
+    __tablename__ = "managed_headers"
+    zone_id: Mapped[str] = mapped_column(ForeignKey("zones.id"), primary_key=True)
+    header_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    enabled: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    modified_on: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+
+
+class AccessCertificateSetting(Base):
+    """Access mTLS hostname settings: whether the origin gets the client certificate forwarded."""
+
+    __tablename__ = "access_certificate_settings"
+    zone_id: Mapped[str] = mapped_column(ForeignKey("zones.id"), primary_key=True)
+    hostname: Mapped[str] = mapped_column(String(253), primary_key=True)
+    china_network: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    client_certificate_forwarding: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    modified_on: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+
+
+class EdgeNode(Base):
+    """An edge process's heartbeat: which config version it has applied, and when."""
+
+    __tablename__ = "edge_nodes"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # "host:pid"
+    hostname: Mapped[str] = mapped_column(String(255), nullable=False)
+    pid: Mapped[int] = mapped_column(Integer, nullable=False)
+    config_version: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)

@@ -1,0 +1,165 @@
+"""One edge worker process: its event loop, its listening socket (SO_REUSEPORT), the config
+watcher that swaps snapshots, the heartbeat, and a graceful drain on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import logging
+import os
+import signal
+import socket
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import uvloop
+
+from mtlsgate.edge.builder import build_snapshot
+from mtlsgate.edge.runtime.config_sync import heartbeat, load_config
+from mtlsgate.edge.runtime.server import EdgeWorker
+from mtlsgate.edge.tls import ServerIdentity
+from mtlsgate.pki.edge_ca import EdgeCA
+from mtlsgate.store.db import Store
+from mtlsgate.store.keystore import KeyStore
+
+log = logging.getLogger("mtlsgate.edge")
+
+POLL_INTERVAL = 0.2
+DRAIN_SECONDS = 10.0
+
+
+def listen_socket(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.listen(4096)
+    sock.setblocking(False)
+    return sock
+
+
+class ConfigWatcher:
+    """Polls the store's config version and installs a new snapshot when it changes.
+
+    Store reads run in a thread, so a slow database never stalls the connections of this loop.
+    A configuration that fails to build keeps the previous snapshot in place (and says so).
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        keystore: KeyStore,
+        edge_ca: EdgeCA,
+        worker: EdgeWorker,
+        default_hostname: str | None,
+        node_id: str,
+    ) -> None:
+        self.store = store
+        self.keystore = keystore
+        self.edge_ca = edge_ca
+        self.worker = worker
+        self.default_hostname = default_hostname
+        self.node_id = node_id
+        self.identities: dict[str, ServerIdentity] = {}
+        self.version = -1
+
+    def build(self) -> None:
+        """Load and build the current configuration (called in a thread)."""
+        with self.store.transaction() as session:
+            data = load_config(session, self.keystore, default_hostname=self.default_hostname)
+        snapshot = build_snapshot(data, self.edge_ca, self.worker.on_sni, self.identities)
+        self.worker.install(snapshot)
+        self.version = data.version
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                current = await loop.run_in_executor(None, self.store.config_version)
+                if current != self.version:
+                    await loop.run_in_executor(None, self.build)
+                    log.info("edge applied config version %d", self.version)
+                await loop.run_in_executor(None, heartbeat, self.store, self.node_id, self.version)
+            except Exception:
+                log.exception("edge configuration refresh failed; keeping the current one")
+            await asyncio.sleep(POLL_INTERVAL)
+
+
+def run_worker(
+    data_dir: Path,
+    database_url: str,
+    host: str,
+    port: int,
+    default_hostname: str | None,
+    ready: Callable[[], None] | None = None,
+) -> None:
+    """The body of one worker process."""
+    _die_with_parent()
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    uvloop.run(_main(data_dir, database_url, host, port, default_hostname, ready))
+
+
+def _die_with_parent() -> None:
+    """Linux: this worker gets SIGTERM when `serve` goes away, however it goes (even SIGKILL)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() == 1:  # the parent was already gone before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+async def _main(
+    data_dir: Path,
+    database_url: str,
+    host: str,
+    port: int,
+    default_hostname: str | None,
+    ready: Callable[[], None] | None,
+) -> None:
+    loop = asyncio.get_running_loop()
+    store = Store(database_url)
+    keystore = KeyStore.for_data_dir(data_dir)
+    edge_ca = EdgeCA.load_or_create(data_dir, now=datetime.now(UTC))
+    node_id = f"{socket.gethostname()}:{os.getpid()}"
+    # An empty snapshot until the first build: connections are refused meanwhile.
+    from mtlsgate.edge.snapshot import Snapshot
+
+    worker = EdgeWorker(Snapshot(-1, {}), loop)
+    watcher = ConfigWatcher(store, keystore, edge_ca, worker, default_hostname, node_id)
+    await loop.run_in_executor(None, watcher.build)
+    server = await loop.create_server(worker.protocol_factory, sock=listen_socket(host, port))
+    poller = loop.create_task(watcher.run())
+    stop = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    log.info(
+        "edge worker %s listening on %s:%d (config version %d)",
+        node_id,
+        host,
+        port,
+        watcher.version,
+    )
+    if ready is not None:
+        ready()
+    await stop.wait()
+    # Graceful drain: stop accepting, let requests in flight finish, then close idle ones.
+    server.close()
+    deadline = loop.time() + DRAIN_SECONDS
+    while any(c.active is not None for c in worker.connections) and loop.time() < deadline:
+        await asyncio.sleep(0.05)
+    for conn in list(worker.connections):
+        if conn.transport is not None:
+            conn.transport.close()
+    poller.cancel()
+    worker.pool.close_all()
+    store.dispose()
