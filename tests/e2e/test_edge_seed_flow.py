@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.certs import CertFiles, openssl, openssl_leaf, openssl_root
@@ -164,6 +165,49 @@ def test_seed_flow_through_the_edge(edge_gateway: tuple[Gateway, int], tmp_path:
     eventually(lambda: asks_for_certificate(port), False)
     # The rule still blocks: nothing is verified without a trust set.
     assert curl(gw, port, good) == 403
+
+    # One JSON line per request, with the mTLS status, the fingerprint, the rule and action.
+    lines = eventually_lines(gw, 7)
+    by_status = {(r["mtls"], r["status"]) for r in lines}
+    assert ("ok", 200) in by_status
+    assert ("absent", 403) in by_status
+    assert ("untrusted", 403) in by_status
+    assert ("expired", 403) in by_status
+    blocked = next(r for r in lines if r["status"] == 403 and r["mtls"] == "absent")
+    assert blocked["action"] == "block" and blocked["rule"]
+    ok = next(r for r in lines if r["mtls"] == "ok")
+    assert len(ok["fingerprint"]) == 64 and ok["host"] == HOST
+    # Prometheus metrics on the API port, summed over the workers.
+    deadline = time.monotonic() + 5
+    text = ""
+    while time.monotonic() < deadline:
+        text = httpx.get(f"http://127.0.0.1:{gw.port}/metrics").text
+        if 'mtlsgate_edge_requests_total{hostname="api.example.com",status="403"' in text:
+            break
+        time.sleep(0.2)
+    assert f'mtlsgate_edge_handshakes_total{{hostname="{HOST}",mtls_status="ok"}}' in text
+    assert (
+        f'mtlsgate_edge_requests_total{{hostname="{HOST}",status="200",action="forward"}}' in text
+    )
+    assert "mtlsgate_edge_rule_actions_total" in text
+    assert "mtlsgate_edge_origin_latency_seconds_bucket" in text
+
+
+def eventually_lines(gw: Gateway, at_least: int) -> list[dict[str, object]]:
+    """The edge's JSON request lines from the serve log (the workers share its stderr)."""
+    deadline = time.monotonic() + 5
+    records: list[dict[str, object]] = []
+    while time.monotonic() < deadline:
+        log = gw.data_dir.parent / f"serve-{gw.port}.log"
+        records = [
+            json.loads(line)
+            for line in log.read_text(errors="replace").splitlines()
+            if line.startswith("{")
+        ]
+        if len(records) >= at_least:
+            return records
+        time.sleep(0.2)
+    raise AssertionError(f"only {len(records)} request log lines")
 
 
 def _expired_leaf(tmp: Path, ca: CertFiles) -> CertFiles:

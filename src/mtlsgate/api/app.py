@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mtlsgate import __version__
@@ -98,7 +99,7 @@ def _as_json(scope: Scope) -> Scope:
     return {**scope, "headers": headers}
 
 
-def create_app(store: Store, keystore: KeyStore) -> FastAPI:
+def create_app(store: Store, keystore: KeyStore, metrics_dir: Path | None = None) -> FastAPI:
     app = FastAPI(
         title="mtlsgate API",
         version=__version__,
@@ -111,6 +112,7 @@ def create_app(store: Store, keystore: KeyStore) -> FastAPI:
     )
     app.state.store = store
     app.state.keystore = keystore
+    app.state.metrics_dir = metrics_dir
     install_error_handlers(app)
     for module in (
         identity,
@@ -124,6 +126,17 @@ def create_app(store: Store, keystore: KeyStore) -> FastAPI:
         access_settings,
     ):
         app.include_router(module.router, prefix=API_PREFIX)
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics() -> PlainTextResponse:
+        # The edge workers write their counters next to the data; summed here (Prometheus).
+        from mtlsgate.edge.runtime.observe import render_prometheus
+
+        if app.state.metrics_dir is None:
+            return PlainTextResponse("", media_type="text/plain; version=0.0.4")
+        return PlainTextResponse(
+            render_prometheus(app.state.metrics_dir), media_type="text/plain; version=0.0.4"
+        )
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> JSONResponse:

@@ -165,7 +165,7 @@ def serve(
     children = (
         [] if no_edge else _start_edge_workers(settings, edge_listen, workers, default_hostname)
     )
-    app = create_app(store, keystore)
+    app = create_app(store, keystore, settings.data_dir / "metrics")
     log.info("API listening on http://%s:%d/client/v4 (data dir %s)", host, port, settings.data_dir)
     try:
         uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)

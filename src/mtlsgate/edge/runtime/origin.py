@@ -65,7 +65,10 @@ class OriginConnection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         req = self.request
-        if req is not None and req.head_only:
+        if req is None:
+            return
+        req.client_req.status = self.parser.get_status_code()
+        if req.head_only:
             raise _HeadDone
 
     def on_message_complete(self) -> None:
@@ -120,6 +123,7 @@ class OriginRequest:
         self.retried = False
         self.aborted = False
         self.timer: asyncio.TimerHandle | None = None
+        self.sent_at = pool.loop.time()
 
     def start(self) -> None:
         conn = self.pool.acquire(self.origin)
@@ -168,6 +172,7 @@ class OriginRequest:
 
     def finished(self, close_client: bool) -> None:
         self._cancel_timer()
+        self.client_req.origin_seconds = self.pool.loop.time() - self.sent_at
         self.client.origin_done(self.client_req, ok=True, close=close_client)
 
     def lost(self) -> None:

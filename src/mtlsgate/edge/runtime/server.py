@@ -24,6 +24,7 @@ import httptools
 from OpenSSL import SSL
 
 from mtlsgate.edge.facts import RequestFacts
+from mtlsgate.edge.runtime.observe import Observer
 from mtlsgate.edge.runtime.origin import OriginPool, OriginRequest
 from mtlsgate.edge.snapshot import HostProfile, Origin, Snapshot
 from mtlsgate.edge.tls import HandshakeState, verify_callback
@@ -88,6 +89,7 @@ class Request:
     """One parsed request on a client connection."""
 
     __slots__ = (
+        "action",
         "body",
         "chunked",
         "done",
@@ -98,7 +100,10 @@ class Request:
         "keep_alive",
         "method",
         "origin",
+        "origin_seconds",
+        "rule_id",
         "started",
+        "status",
         "url",
         "version",
     )
@@ -117,13 +122,20 @@ class Request:
         self.origin: OriginRequest | None = None
         self.facts: RequestFacts | None = None
         self.started = time.monotonic()
+        self.status = 0
+        self.rule_id = ""
+        self.action = ""
+        self.origin_seconds: float | None = None
 
 
 class EdgeWorker:
     """Per-process state: the current snapshot, the origin pool, counters."""
 
-    def __init__(self, snapshot: Snapshot, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self, snapshot: Snapshot, loop: asyncio.AbstractEventLoop, observer: Observer | None = None
+    ) -> None:
         self.snapshot = snapshot
+        self.observer = observer or Observer(None, "local")
         self.loop = loop
         self.pool = OriginPool(loop)
         self.connections: set[ClientConnection] = set()
@@ -276,6 +288,9 @@ class ClientConnection(asyncio.Protocol):
                 else Verdict(presented=False, verified=False)
             )
             self.cert_facts = ClientCertFacts(leaf, chain, verdict)
+        self.worker.observer.handshake(
+            profile.hostname, self.cert_facts.verdict.status if self.cert_facts else "none"
+        )
         self.parser = httptools.HttpRequestParser(self)
         self._arm(IDLE_TIMEOUT)
         return True
@@ -419,6 +434,7 @@ class ClientConnection(asyncio.Protocol):
             index = target.firewall(facts)
             if index >= 0:
                 rule = target.firewall_rules[index]
+                req.rule_id, req.action = rule.rule_id, rule.action
                 if rule.action == "block":
                     resp = rule.response
                     body = resp.content if resp is not None else b""
@@ -527,11 +543,13 @@ class ClientConnection(asyncio.Protocol):
     def _respond(self, req: Request, payload: bytes) -> None:
         if self.tls is None or self.closing:
             return
+        req.status = int(payload[9:12])  # "HTTP/1.1 NNN": the edge's own answers
         self._send(payload)
         self._finish(req)
 
     def _finish(self, req: Request) -> None:
         self.active = None
+        self.worker.observer.request_done(self, req)
         if not req.keep_alive:
             self._close()
             return

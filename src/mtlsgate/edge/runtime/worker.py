@@ -18,6 +18,7 @@ import uvloop
 
 from mtlsgate.edge.builder import build_snapshot
 from mtlsgate.edge.runtime.config_sync import heartbeat, load_config
+from mtlsgate.edge.runtime.observe import Observer
 from mtlsgate.edge.runtime.server import EdgeWorker
 from mtlsgate.edge.tls import ServerIdentity
 from mtlsgate.pki.edge_ca import EdgeCA
@@ -107,6 +108,20 @@ def run_worker(
     uvloop.run(_main(data_dir, database_url, host, port, default_hostname, ready))
 
 
+async def _flush_observations(observer: Observer) -> None:
+    """Log lines every 200 ms, metrics every second."""
+    tick = 0
+    while True:
+        await asyncio.sleep(0.2)
+        observer.flush_log()
+        tick += 1
+        if tick % 5 == 0:
+            try:
+                observer.dump_metrics()
+            except OSError:
+                log.exception("could not write metrics")
+
+
 def _die_with_parent() -> None:
     """Linux: this worker gets SIGTERM when `serve` goes away, however it goes (even SIGKILL)."""
     try:
@@ -134,11 +149,13 @@ async def _main(
     # An empty snapshot until the first build: connections are refused meanwhile.
     from mtlsgate.edge.snapshot import Snapshot
 
-    worker = EdgeWorker(Snapshot(-1, {}), loop)
+    observer = Observer(data_dir / "metrics", node_id)
+    worker = EdgeWorker(Snapshot(-1, {}), loop, observer)
     watcher = ConfigWatcher(store, keystore, edge_ca, worker, default_hostname, node_id)
     await loop.run_in_executor(None, watcher.build)
     server = await loop.create_server(worker.protocol_factory, sock=listen_socket(host, port))
     poller = loop.create_task(watcher.run())
+    flusher = loop.create_task(_flush_observations(observer))
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
@@ -161,5 +178,8 @@ async def _main(
         if conn.transport is not None:
             conn.transport.close()
     poller.cancel()
+    flusher.cancel()
+    observer.flush_log()
+    observer.dump_metrics()
     worker.pool.close_all()
     store.dispose()
