@@ -32,7 +32,19 @@ class _HeadDone(Exception):
     """Stops the parser after the head of a response to HEAD (it carries no body)."""
 
 
+# Response headers that describe one hop: the edge decides the client side's own.
+_HOP_BY_HOP = frozenset(
+    {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"te",
+     b"trailer", b"upgrade"}
+)  # fmt: skip
+_NO_BODY_STATUSES = frozenset({204, 304})
+
+
 class OriginConnection(asyncio.Protocol):
+    """One keep-alive connection to an origin. The response head is rebuilt for the client
+    (its framing and hop-by-hop headers are the edge's, so an HTTP/1.0 keep-alive client gets
+    `Connection: keep-alive` and never a chunked body); the body is relayed as it arrives."""
+
     def __init__(self, pool: OriginPool, key: tuple[Any, ...]) -> None:
         self.pool = pool
         self.key = key
@@ -41,6 +53,10 @@ class OriginConnection(asyncio.Protocol):
         self.request: OriginRequest | None = None
         self.closed = False
         self.used = False
+        self.reason = b""
+        self.headers: list[bytes] = []
+        self.chunk_out = False  # re-chunk the body for an HTTP/1.1 client
+        self.until_close = False  # the body ends when the origin closes
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses, but behave as one.
@@ -52,7 +68,6 @@ class OriginConnection(asyncio.Protocol):
             self.close()  # bytes nobody asked for: this connection is out of step
             return
         req.got_bytes = True
-        req.client.origin_response(req.client_req, data)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError as e:
@@ -63,22 +78,77 @@ class OriginConnection(asyncio.Protocol):
             else:
                 self.close()
 
+    def on_message_begin(self) -> None:
+        self.reason = b""
+        self.headers = []
+        self.chunk_out = self.until_close = False
+
+    def on_status(self, reason: bytes) -> None:
+        self.reason += reason
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers += [name, value]
+
     def on_headers_complete(self) -> None:
         req = self.request
         if req is None:
             return
-        req.client_req.status = self.parser.get_status_code()
+        client_req = req.client_req
+        status = self.parser.get_status_code()
+        client_req.status = status
+        out = [b"HTTP/1.1 %d %s\r\n" % (status, self.reason)]
+        length = None
+        chunked = False
+        headers = self.headers
+        for i in range(0, len(headers), 2):
+            name, value = headers[i], headers[i + 1]
+            lname = name.lower()
+            if lname in _HOP_BY_HOP:
+                chunked = chunked or lname == b"transfer-encoding"
+                continue
+            if lname == b"content-length":
+                length = value
+            out += [name, b": ", value, b"\r\n"]
+        bodiless = req.head_only or status in _NO_BODY_STATUSES or 100 <= status < 200
+        keep = client_req.keep_alive
+        if not bodiless and length is None:
+            if chunked and client_req.version == "1.1":
+                self.chunk_out = True
+                out.append(b"Transfer-Encoding: chunked\r\n")
+            else:
+                # An HTTP/1.0 client cannot read chunks; a body without a length ends with
+                # the connection: either way the end of the body is the end of the connection.
+                keep = False
+                self.until_close = not chunked
+        if not keep:
+            client_req.keep_alive = False
+            out.append(b"Connection: close\r\n")
+        elif client_req.version == "1.0":
+            out.append(b"Connection: keep-alive\r\n")
+        out.append(b"\r\n")
+        req.client.origin_response(client_req, b"".join(out))
         if req.head_only:
             raise _HeadDone
 
+    def on_body(self, body: bytes) -> None:
+        req = self.request
+        if req is None:
+            return
+        if self.chunk_out:
+            body = b"%x\r\n%s\r\n" % (len(body), body)
+        req.client.origin_response(req.client_req, body)
+
     def on_message_complete(self) -> None:
-        self._complete(keep_alive=self.parser.should_keep_alive())
+        req = self.request
+        if req is not None and self.chunk_out:
+            req.client.origin_response(req.client_req, b"0\r\n\r\n")
+        self._complete(keep_alive=self.parser.should_keep_alive() and not self.until_close)
 
     def _complete(self, keep_alive: bool) -> None:
         req = self.request
         self.request = None
         if req is not None:
-            req.finished(close_client=not keep_alive)
+            req.finished(close_client=not req.client_req.keep_alive)
         if keep_alive and not self.closed:
             self.pool.release(self)
         else:
@@ -88,6 +158,9 @@ class OriginConnection(asyncio.Protocol):
         self.closed = True
         self.pool.forget(self)
         req = self.request
+        if req is not None and self.until_close and req.got_bytes:
+            self._complete(keep_alive=False)  # a body delimited by the end of the connection
+            return
         self.request = None
         if req is not None:
             req.lost()

@@ -544,6 +544,9 @@ class ClientConnection(asyncio.Protocol):
         if self.tls is None or self.closing:
             return
         req.status = int(payload[9:12])  # "HTTP/1.1 NNN": the edge's own answers
+        if req.version == "1.0" and req.keep_alive:
+            # An HTTP/1.0 client keeps the connection only when told so.
+            payload = payload.replace(b"\r\n\r\n", b"\r\nConnection: keep-alive\r\n\r\n", 1)
         self._send(payload)
         self._finish(req)
 
