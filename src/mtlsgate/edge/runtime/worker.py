@@ -28,6 +28,7 @@ from mtlsgate.store.keystore import KeyStore
 log = logging.getLogger("mtlsgate.edge")
 
 POLL_INTERVAL = 0.2
+HEARTBEAT_INTERVAL = 2.0
 DRAIN_SECONDS = 10.0
 
 
@@ -66,6 +67,8 @@ class ConfigWatcher:
         self.node_id = node_id
         self.identities: dict[str, ServerIdentity] = {}
         self.version = -1
+        self.reported = -1
+        self.next_beat = 0.0
 
     def build(self) -> None:
         """Load and build the current configuration (called in a thread)."""
@@ -83,7 +86,14 @@ class ConfigWatcher:
                 if current != self.version:
                     await loop.run_in_executor(None, self.build)
                     log.info("edge applied config version %d", self.version)
-                await loop.run_in_executor(None, heartbeat, self.store, self.node_id, self.version)
+                # The heartbeat is a write: at once when a new version is applied (propagation
+                # status waits for it), otherwise every HEARTBEAT_INTERVAL.
+                if self.version != self.reported or loop.time() >= self.next_beat:
+                    await loop.run_in_executor(
+                        None, heartbeat, self.store, self.node_id, self.version
+                    )
+                    self.reported = self.version
+                    self.next_beat = loop.time() + HEARTBEAT_INTERVAL
             except Exception:
                 log.exception("edge configuration refresh failed; keeping the current one")
             await asyncio.sleep(POLL_INTERVAL)
