@@ -237,3 +237,40 @@ def _expired_leaf(tmp: Path, ca: CertFiles) -> CertFiles:
             "-startdate", "20200101000000Z", "-enddate", "20200201000000Z",
             "-extensions", "ext", "-notext")  # fmt: skip
     return CertFiles(cert.read_text(), key.read_text(), cert, key)
+
+
+def test_log_rule_does_not_shadow_a_block(
+    edge_gateway: tuple[Gateway, int], tmp_path: Path
+) -> None:
+    """`log` is not terminating: a log rule that matches everything, placed first, must not
+    keep the seed's block rule after it from blocking."""
+    gw, port = edge_gateway
+    ca = openssl_root(tmp_path / "ca", kind="ec", cn="Devices CA")
+    good = openssl_leaf(tmp_path / "good", ca, cn="device-1")
+    with gw.http() as c:
+        ca_id = c.post(
+            f"/accounts/{gw.account_id}/mtls_certificates",
+            json={"ca": True, "certificates": ca.cert_pem},
+        ).json()["result"]["id"]
+        c.put(
+            f"/zones/{gw.zone_id}/certificate_authorities/hostname_associations",
+            json={"hostnames": [HOST], "mtls_certificate_id": ca_id},
+        ).raise_for_status()
+        c.put(
+            f"/zones/{gw.zone_id}/rulesets/phases/http_request_firewall_custom/entrypoint",
+            json={
+                "rules": [
+                    {"expression": "true", "action": "log"},
+                    {"expression": SEED_RULE, "action": "block"},
+                ]
+            },
+        ).raise_for_status()
+    eventually(lambda: curl(gw, port), 403)
+    assert curl(gw, port, good) == 200
+    deadline = time.monotonic() + 5
+    seen: set[tuple[object, object]] = set()
+    while time.monotonic() < deadline and not {("log", 200), ("block", 403)} <= seen:
+        seen = {(r["action"], r["status"]) for r in eventually_lines(gw, 2)}
+        time.sleep(0.2)
+    assert ("log", 200) in seen  # matched by the log rule, then forwarded
+    assert ("block", 403) in seen

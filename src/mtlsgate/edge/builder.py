@@ -103,7 +103,11 @@ def build_snapshot(
             request_client_cert=bool(host.trust),
             on_sni=on_sni,
         )
-        firewall = _compile(host.firewall)
+        # `log` does not end evaluation: it is kept out of the first-match chain (which decides
+        # block or skip) and evaluated on its own, so it can never shadow a later block.
+        deciding = tuple(r for r in host.firewall if r.action != "log")
+        logging_rules = tuple(r for r in host.firewall if r.action == "log")
+        firewall = _compile(deciding)
         routes = _compile(host.origin_rules)
         profile = HostProfile(
             hostname=host.hostname,
@@ -114,8 +118,10 @@ def build_snapshot(
             firewall=firewall,
             firewall_rules=tuple(
                 FirewallRule(r.rule_id, r.action, _block_response(r.action_parameters))
-                for r in host.firewall
+                for r in deciding
             ),
+            log_rules=_compile(logging_rules),
+            log_rule_ids=tuple(r.rule_id for r in logging_rules),
             managed_cert_headers=host.managed_cert_headers,
             origin_rules=routes,
             origin_routes=tuple(

@@ -49,6 +49,9 @@ class HostProfile:
     firewall: Callable[[Mapping[str, Any]], int] | None = None
     firewall_rules: tuple[FirewallRule, ...] = ()
     managed_cert_headers: bool = False
+    # `log` rules: the first that matches is named in the request's log line.
+    log_rules: Callable[[Mapping[str, Any]], int] | None = None
+    log_rule_ids: tuple[str, ...] = ()
     # Origin rules: index of the first matching route rule, and the origin each one selects.
     origin_rules: Callable[[Mapping[str, Any]], int] | None = None
     origin_routes: tuple[Origin, ...] = ()

@@ -430,6 +430,10 @@ class ClientConnection(asyncio.Protocol):
             return
         facts = RequestFacts(self, req, target)
         req.facts = facts
+        if target.log_rules is not None:
+            logged = target.log_rules(facts)
+            if logged >= 0:
+                req.rule_id, req.action = target.log_rule_ids[logged], "log"
         if target.firewall is not None:
             index = target.firewall(facts)
             if index >= 0:
