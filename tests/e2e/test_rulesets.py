@@ -429,13 +429,15 @@ CASES: dict[str, Case] = {
         INVALID_RULE,
         "/rules/0/logging",
     ),
+    # `true` is a valid expression (Cloudflare's rule for every request): the parameters are
+    # what is refused.
     "log-with-parameters": Case(
         "PUT",
         FW,
         rules({"action": "log", "expression": "true", "action_parameters": {"a": 1}}),
         400,
-        INVALID_EXPRESSION,
-        "/rules/0/expression",
+        PARAMS,
+        "/rules/0/action_parameters",
     ),
     "log-with-parameters-valid-expression": Case(
         "PUT",

@@ -130,7 +130,7 @@ def create_app(store: Store, keystore: KeyStore, metrics_dir: Path | None = None
     @app.get("/metrics", include_in_schema=False)
     def metrics() -> PlainTextResponse:
         # The edge workers write their counters next to the data; summed here (Prometheus).
-        from mtlsgate.edge.runtime.observe import render_prometheus
+        from mtlsgate.metrics import render_prometheus
 
         if app.state.metrics_dir is None:
             return PlainTextResponse("", media_type="text/plain; version=0.0.4")
