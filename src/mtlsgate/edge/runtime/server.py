@@ -32,7 +32,8 @@ from mtlsgate.pki.client_auth import ClientCertFacts, Verdict
 
 log = logging.getLogger("mtlsgate.edge")
 
-READ_CHUNK = 65536
+# One TLS record's worth: pyOpenSSL allocates (and zeroes) a buffer of this size per call.
+READ_CHUNK = 16384
 MAX_QUEUED_BODY = 1024 * 1024
 MAX_HEADER_BYTES = 32 * 1024
 IDLE_TIMEOUT = 60.0
@@ -197,6 +198,10 @@ class ClientConnection(asyncio.Protocol):
         self.in_head = True
         self.head_raw = 0
         self.timer: asyncio.TimerHandle | None = None
+        self.timer_at = 0.0
+        self.deadline = 0.0
+        self.cert_block: bytes | None = None
+        self.cert_block_version = -1
         self.tls_version: str = ""
         self.tls_cipher: str = ""
 
@@ -467,6 +472,22 @@ class ClientConnection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.resume_reading()
 
+    def _cert_header_block(self) -> bytes:
+        """The encoded cf-cert-* headers: the same for every request of a connection under one
+        configuration, so built once per connection and snapshot version."""
+        version = self.worker.snapshot.version
+        if self.cert_block is None or self.cert_block_version != version:
+            from mtlsgate.pki.client_auth import managed_headers
+
+            assert self.cert_facts is not None
+            parts: list[bytes] = []
+            for name_s, value_s in managed_headers(self.cert_facts):
+                value = _CONTROL.sub(_escape_control, value_s.encode("latin-1", "replace"))
+                parts += [name_s.encode(), b": ", value, b"\r\n"]
+            self.cert_block = b"".join(parts)
+            self.cert_block_version = version
+        return self.cert_block
+
     def _origin_head(self, req: Request, profile: HostProfile, origin: Origin) -> bytes:
         # An HTTP/1.0 request may come without Host: the origin still gets one.
         host = (
@@ -499,11 +520,7 @@ class ClientConnection(asyncio.Protocol):
             b"\r\n",
         ]
         if profile.managed_cert_headers and self.cert_facts is not None:
-            from mtlsgate.pki.client_auth import managed_headers
-
-            for name_s, value_s in managed_headers(self.cert_facts):
-                value = _CONTROL.sub(_escape_control, value_s.encode("latin-1", "replace"))
-                out += [name_s.encode(), b": ", value, b"\r\n"]
+            out.append(self._cert_header_block())
         elif profile.managed_cert_headers:
             out.append(
                 b"cf-cert-presented: false\r\ncf-cert-verified: false\r\ncf-cert-revoked: false\r\n"
@@ -602,12 +619,23 @@ class ClientConnection(asyncio.Protocol):
             self.transport.close()
 
     def _arm(self, seconds: float) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-        self.timer = self.worker.loop.call_later(seconds, self._timeout)
+        """Move the connection's deadline. A later deadline only updates a float (the timer,
+        when it fires, sleeps the rest); only an earlier one needs a new timer."""
+        loop = self.worker.loop
+        self.deadline = loop.time() + seconds
+        if self.timer is None or self.deadline < self.timer_at:
+            if self.timer is not None:
+                self.timer.cancel()
+            self.timer_at = self.deadline
+            self.timer = loop.call_at(self.deadline, self._timeout)
 
     def _timeout(self) -> None:
-        if self.active is None:
+        self.timer = None
+        now = self.worker.loop.time()
+        if now < self.deadline:
+            self.timer_at = self.deadline
+            self.timer = self.worker.loop.call_at(self.deadline, self._timeout)
+        elif self.active is None:
             self._close()
         else:
             self._arm(IDLE_TIMEOUT)
