@@ -2,8 +2,10 @@
 
 Hostnames served: api.example.com (mTLS against `client_ca`, the seed's block rule, managed
 cert headers, also the default for clients without SNI), open.example.com (no mTLS, no rules),
-down.example.com (origin port with nobody listening: 502) and slow.example.com (an origin that
-accepts and never answers: 504 after the 1 s response timeout set for the test process).
+down.example.com (origin port with nobody listening: 502), slow.example.com (an origin that
+accepts and never answers: 504 after the 1 s response timeout set for the test process) and
+xform.example.com (mTLS against `client_ca` without a block rule, late-transform header rules
+and Access certificate forwarding: edge_proc.TRANSFORM_RULES).
 """
 
 from __future__ import annotations
@@ -27,7 +29,13 @@ import pytest
 from tests.certs import CertFiles, openssl, openssl_key, openssl_leaf, openssl_root
 
 REPO = Path(__file__).resolve().parents[2]
-HOSTS = ("api.example.com", "open.example.com", "down.example.com", "slow.example.com")
+HOSTS = (
+    "api.example.com",
+    "open.example.com",
+    "down.example.com",
+    "slow.example.com",
+    "xform.example.com",
+)
 _n = itertools.count(1)
 
 _SERVER_EXT = """\

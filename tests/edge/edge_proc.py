@@ -15,6 +15,7 @@ from typing import Any
 import uvloop
 from cryptography import x509
 
+from mtlsgate.edge.builder import RuleData, compile_late_transform
 from mtlsgate.edge.echo_origin import EchoProtocol
 from mtlsgate.edge.runtime.server import EdgeWorker
 from mtlsgate.edge.snapshot import FirewallRule, HostProfile, Origin, Snapshot
@@ -23,6 +24,49 @@ from mtlsgate.rules import compile_expression
 from mtlsgate.rules.compiler import compile_first_match
 
 SEED_RULE = '(http.host in {"api.example.com"} and not cf.tls_client_auth.cert_verified)'
+
+# xform.example.com: mTLS without a block rule, Access certificate forwarding, and these
+# late-transform rules (tests/edge/test_transforms.py).
+TRANSFORM_RULES = (
+    # RFC 9440 forwarding as Cloudflare documents it.
+    (
+        "cf.tls_client_auth.cert_verified and not cf.tls_client_auth.cert_revoked",
+        {
+            "Client-Cert": {"operation": "set", "expression": "cf.tls_client_auth.cert_rfc9440"},
+            "Client-Cert-Chain": {
+                "operation": "set",
+                "expression": "cf.tls_client_auth.cert_chain_rfc9440",
+            },
+        },
+    ),
+    (
+        "true",
+        {
+            "X-Static": {"operation": "set", "value": "static value"},
+            "X-Gone": {"operation": "remove"},
+            "X-Decoded": {"operation": "set", "expression": "url_decode(http.request.uri.query)"},
+            "X-Subject": {"operation": "set", "expression": "cf.tls_client_auth.cert_subject_dn"},
+            # The edge's own headers: dropped by the builder.
+            "cf-cert-verified": {"operation": "set", "value": "true"},
+            "X-Forwarded-For": {"operation": "remove"},
+        },
+    ),
+    # A later rule sees what an earlier one did.
+    (
+        'http.request.uri.path eq "/override"',
+        {
+            "X-Static": {"operation": "remove"},
+            "X-Gone": {"operation": "set", "value": "back"},
+            "X-Forwarded-Proto": {"operation": "set", "value": "http"},
+            "CF-Connecting-IP": {"operation": "remove"},
+        },
+    ),
+    # Client-Cert set statically: the rule, not the client, decides what the origin sees.
+    (
+        'http.request.uri.path eq "/static-cert"',
+        {"Client-Cert": {"operation": "set", "value": ":c3RhdGlj:"}},
+    ),
+)
 
 
 async def main(config: dict[str, Any]) -> None:
@@ -59,6 +103,21 @@ async def main(config: dict[str, Any]) -> None:
         "api.example.com": api,
         "open.example.com": HostProfile("open.example.com", "z", pctx, False, origin),
     }
+    hosts["xform.example.com"] = HostProfile(
+        "xform.example.com",
+        "z",
+        mctx,
+        True,
+        origin,
+        managed_cert_headers=True,
+        late_transform=compile_late_transform(
+            [
+                RuleData(f"t{i}", expression, "rewrite", json.dumps({"headers": headers}))
+                for i, (expression, headers) in enumerate(TRANSFORM_RULES)
+            ]
+        ),
+        client_cert_forwarding=True,
+    )
     for name, port in config.get("extra_hosts", {}).items():
         hosts[name] = HostProfile(name, "z", pctx, False, Origin("127.0.0.1", int(port)))
     worker = EdgeWorker(Snapshot(1, hosts, default=api), loop)

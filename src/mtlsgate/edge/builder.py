@@ -7,18 +7,32 @@ Pure apart from OpenSSL context construction; the runtime reads the data from th
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+import logging
+import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from cryptography import x509
 from OpenSSL import SSL
 
-from mtlsgate.edge.snapshot import BlockResponse, FirewallRule, HostProfile, Origin, Snapshot
+from mtlsgate.edge.snapshot import (
+    BlockResponse,
+    FirewallRule,
+    HeaderOps,
+    HostProfile,
+    Origin,
+    Snapshot,
+)
 from mtlsgate.edge.tls import ServerIdentity, build_context
 from mtlsgate.pki.edge_ca import EdgeCA
 from mtlsgate.rules import compile_expression
 from mtlsgate.rules.compiler import compile_first_match
+from mtlsgate.rules.functions import MISSING
+from mtlsgate.rules.scheme import STRING
+
+log = logging.getLogger("mtlsgate.edge")
 
 
 @dataclass(frozen=True)
@@ -42,6 +56,8 @@ class HostData:
     origin_rules: tuple[RuleData, ...] = ()
     managed_cert_headers: bool = False
     advertise_ca_names: bool = True
+    late_transform: tuple[RuleData, ...] = ()  # http_request_late_transform, enabled, in order
+    client_cert_forwarding: bool = False  # Access mTLS hostname setting
 
 
 @dataclass(frozen=True)
@@ -127,6 +143,8 @@ def build_snapshot(
             origin_routes=tuple(
                 _route(r.action_parameters, host.origin) for r in host.origin_rules
             ),
+            late_transform=compile_late_transform(host.late_transform),
+            client_cert_forwarding=host.client_cert_forwarding,
         )
         if host.hostname.startswith("*."):
             wildcard[host.hostname[2:]] = profile
@@ -146,3 +164,103 @@ def _compile(rules: Sequence[RuleData]) -> Callable[..., int] | None:
     # Rules were checked when they were written; a rule that no longer compiles (an engine
     # change) would raise here and keep the previous snapshot in place.
     return compile_first_match([compile_expression(r.expression) for r in rules])
+
+
+# --- late-transform header rules --------------------------------------------------------------
+
+_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+# Headers that frame the request or the connection: the edge writes them itself (the API
+# refuses them in a rewrite too; a stored rule that names one is ignored here).
+_FRAMING = frozenset(
+    {
+        "connection",
+        "content-length",
+        "expect",
+        "host",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+# Cloudflare: the visitor's address cannot be rewritten, and X-Forwarded-For not removed.
+_NO_SET = frozenset({"x-forwarded-for", "x-real-ip", "true-client-ip"})
+
+
+def _allowed(name: str, remove: bool) -> bool:
+    """Whether a rule may touch header `name` (lowercase). As at Cloudflare, `cf-*` and `x-cf-*`
+    headers are the edge's (its cf-cert-*, Cf-Client-Cert-*, CF-Ray...), except that
+    CF-Connecting-IP may be removed."""
+    if name in _FRAMING:
+        return False
+    if name.startswith(("cf-", "x-cf-")):
+        return remove and name == "cf-connecting-ip"
+    if name == "x-forwarded-for":
+        return False
+    return remove or name not in _NO_SET
+
+
+def _set_value(name: bytes, value: Any) -> tuple[bytes, bytes] | None:
+    """A `set` with an expression: its String result, or removal when it is "" or missing
+    (Cloudflare omits a header whose computed value is empty)."""
+    if value is MISSING or not isinstance(value, str) or not value:
+        return None
+    return name, value.encode("latin-1", "replace")
+
+
+def compile_late_transform(
+    rules: Sequence[RuleData],
+) -> Callable[[Mapping[str, Any]], HeaderOps] | None:
+    """One generated function for a zone's late-transform (`rewrite`) rules.
+
+    Every matching rule applies its header operations in order, each `set` or `remove`
+    replacing whatever an earlier one did to that header: the net effect is the last operation
+    per header name, which is what the function returns (empty when no rule matches). Rule
+    conditions are inlined as in compile_first_match; `set` expressions are called through their
+    compiled `.fn`. Operations on headers a rule may not touch are dropped (logged once, here).
+    """
+    lines = ["def _late(f):", "    ops = {}"]
+    namespace: dict[str, Any] = {"MISSING": MISSING, "_late_set": _set_value}
+    used = False
+    for i, rule in enumerate(rules):
+        if rule.action != "rewrite":
+            continue
+        params = json.loads(rule.action_parameters) if rule.action_parameters else {}
+        headers = params.get("headers") if isinstance(params, dict) else None
+        if not isinstance(headers, dict):
+            continue
+        body: list[str] = []
+        for j, (name, op) in enumerate(headers.items()):
+            if not isinstance(name, str) or not _TOKEN.match(name) or not isinstance(op, dict):
+                continue
+            lower = name.lower()
+            key = lower.encode("ascii")
+            raw = name.encode("ascii")
+            operation = op.get("operation")
+            if not _allowed(lower, operation == "remove"):
+                log.warning("late transform %s: header %r cannot be changed", rule.rule_id, name)
+                continue
+            if operation == "remove":
+                body.append(f"ops[{key!r}] = None")
+            elif operation == "set" and isinstance(op.get("value"), str):
+                value = op["value"].encode("latin-1", "replace")
+                body.append(f"ops[{key!r}] = {(raw, value)!r}")
+            elif operation == "set" and isinstance(op.get("expression"), str):
+                ref = f"_late_x{i}_{j}"
+                namespace[ref] = compile_expression(op["expression"], expect=STRING).fn
+                body.append(f"ops[{key!r}] = _late_set({raw!r}, {ref}(f))")
+        if not body:
+            continue
+        condition = compile_expression(rule.expression)
+        namespace.update(condition.consts)
+        lines.append(f"    if {condition.body}:")
+        lines += [f"        {line}" for line in body]
+        used = True
+    if not used:
+        return None
+    lines.append("    return ops")
+    exec(compile("\n".join(lines) + "\n", "<late_transform>", "exec"), namespace)
+    fn: Callable[[Mapping[str, Any]], HeaderOps] = namespace["_late"]
+    return fn

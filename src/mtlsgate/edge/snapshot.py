@@ -6,11 +6,23 @@ so a request sees one consistent configuration from its first byte to its last.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from cryptography.hazmat.primitives.serialization import Encoding
 from OpenSSL import SSL
+
+if TYPE_CHECKING:
+    from mtlsgate.pki.client_auth import ClientCertFacts
+
+# The net effect of a request's matching late-transform rules: lowercase header name →
+# (the name as the rule wrote it, the raw value) to set, or None to remove. Values are not yet
+# escaped: the server escapes control characters as it does for the cf-cert-* headers.
+HeaderOps = dict[bytes, tuple[bytes, bytes] | None]
 
 
 @dataclass(frozen=True)
@@ -38,6 +50,29 @@ class FirewallRule:
     skip_ruleset: bool = False
 
 
+class ConnectionMarks:
+    """Connections that have had something done once (weakly held: a closed connection leaves).
+
+    Kept outside the snapshot's lifetime: a configuration change must not make the edge forward
+    a certificate again on a connection that already had it forwarded."""
+
+    __slots__ = ("_seen",)
+
+    def __init__(self) -> None:
+        self._seen: weakref.WeakSet[Any] = weakref.WeakSet()
+
+    def first(self, conn: Any) -> bool:
+        """True the first time `conn` is named, False afterwards."""
+        if conn in self._seen:
+            return False
+        self._seen.add(conn)
+        return True
+
+
+# One per worker process, shared by every snapshot it builds.
+CERT_FORWARDED = ConnectionMarks()
+
+
 @dataclass(frozen=True)
 class HostProfile:
     hostname: str
@@ -55,6 +90,31 @@ class HostProfile:
     # Origin rules: index of the first matching route rule, and the origin each one selects.
     origin_rules: Callable[[Mapping[str, Any]], int] | None = None
     origin_routes: tuple[Origin, ...] = ()
+    # Late-transform header rules (http_request_late_transform), compiled into one function
+    # that returns what every matching rule does to the headers; None: the zone has none.
+    late_transform: Callable[[Mapping[str, Any]], HeaderOps] | None = None
+    # Access mTLS hostname setting: forward the client certificate on the first request of
+    # each connection (Cf-Client-Cert-Der-Base64, Cf-Client-Cert-Sha256).
+    client_cert_forwarding: bool = False
+    forwarded: ConnectionMarks = field(default=CERT_FORWARDED, compare=False, repr=False)
+
+    def forwarding_headers(self, conn: Any, cert: ClientCertFacts) -> bytes:
+        """The Access forwarding headers for a request of `conn` that reaches the origin: the
+        client's certificate on the connection's first such request, nothing afterwards (as at
+        Cloudflare) nor when no certificate was presented."""
+        leaf = cert.leaf
+        if leaf is None or not self.forwarded.first(conn):
+            return b""
+        der = leaf.public_bytes(Encoding.DER)
+        return b"".join(
+            (
+                b"Cf-Client-Cert-Der-Base64: ",
+                base64.b64encode(der),
+                b"\r\nCf-Client-Cert-Sha256: ",
+                hashlib.sha256(der).hexdigest().encode("ascii"),
+                b"\r\n",
+            )
+        )
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from mtlsgate.store.keystore import KeyStore
 
 FIREWALL_PHASE = "http_request_firewall_custom"
 ORIGIN_PHASE = "http_request_origin"
+LATE_TRANSFORM_PHASE = "http_request_late_transform"
 
 
 def _zone_rules(session: Session, phase: str) -> dict[str, tuple[RuleData, ...]]:
@@ -85,6 +86,12 @@ def load_config(
     trust = _trust(session)
     firewall = _zone_rules(session, FIREWALL_PHASE)
     origin_rules = _zone_rules(session, ORIGIN_PHASE)
+    late_transform = _zone_rules(session, LATE_TRANSFORM_PHASE)
+    forwarding = {
+        (row.zone_id, row.hostname.lower().rstrip("."))
+        for row in session.execute(select(m.AccessCertificateSetting)).scalars()
+        if row.client_certificate_forwarding
+    }
     hosts: dict[str, HostData] = {}
     records = session.execute(
         select(m.DnsRecord)
@@ -110,6 +117,8 @@ def load_config(
             firewall=firewall.get(record.zone_id, ()),
             origin_rules=origin_rules.get(record.zone_id, ()),
             managed_cert_headers=record.zone_id in cert_headers,
+            late_transform=late_transform.get(record.zone_id, ()),
+            client_cert_forwarding=(record.zone_id, record.name.lower().rstrip(".")) in forwarding,
         )
     return ConfigData(
         version=version,

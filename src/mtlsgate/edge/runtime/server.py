@@ -496,35 +496,61 @@ class ClientConnection(asyncio.Protocol):
             else req.host or profile.hostname.encode("ascii")
         )
         out = [req.method, b" ", req.url, b" HTTP/1.1\r\nHost: ", host, b"\r\n"]
+        # Late-transform rules: the net effect of every matching rule, per header name (None
+        # when no rule matched). They act on the headers as forwarded, i.e. after the client's
+        # copies of the edge's own headers are gone, so a rule may set Client-Cert.
+        ops = None
+        if profile.late_transform is not None and req.facts is not None:
+            ops = profile.late_transform(req.facts) or None
         forwarded: list[bytes] = []
         for name, value in req.headers:
             if name in HOP_BY_HOP or name in SPOOFABLE or name.startswith(SPOOFABLE_PREFIXES):
                 if name == b"x-forwarded-for" and value.strip():
                     forwarded.append(value.strip())
                 continue
+            if ops is not None and name in ops:
+                continue
             out += [name, b": ", value, b"\r\n"]
         client_ip = str(self.peer_ip).encode()
         # Documented: a client's X-Forwarded-For (all of them, in order) is kept and the
         # client's address appended; origins that trust it must trust only the last entry.
         xff = b", ".join([*forwarded, client_ip])
-        out += [
-            b"X-Forwarded-For: ",
-            xff,
-            b"\r\n",
-            b"X-Forwarded-Proto: https\r\n",
-            b"CF-Connecting-IP: ",
-            client_ip,
-            b"\r\n",
-            b"CF-Ray: ",
-            self.worker.next_ray().encode(),
-            b"\r\n",
-        ]
+        if ops is None:
+            out += [
+                b"X-Forwarded-For: ",
+                xff,
+                b"\r\n",
+                b"X-Forwarded-Proto: https\r\n",
+                b"CF-Connecting-IP: ",
+                client_ip,
+                b"\r\n",
+                b"CF-Ray: ",
+                self.worker.next_ray().encode(),
+                b"\r\n",
+            ]
+        else:
+            # Of the edge's own headers a rule may replace X-Forwarded-Proto and remove
+            # CF-Connecting-IP (builder.py drops operations on the others).
+            out += [b"X-Forwarded-For: ", xff, b"\r\n"]
+            if b"x-forwarded-proto" not in ops:
+                out.append(b"X-Forwarded-Proto: https\r\n")
+            if b"cf-connecting-ip" not in ops:
+                out += [b"CF-Connecting-IP: ", client_ip, b"\r\n"]
+            out += [b"CF-Ray: ", self.worker.next_ray().encode(), b"\r\n"]
         if profile.managed_cert_headers and self.cert_facts is not None:
             out.append(self._cert_header_block())
         elif profile.managed_cert_headers:
             out.append(
                 b"cf-cert-presented: false\r\ncf-cert-verified: false\r\ncf-cert-revoked: false\r\n"
             )
+        if profile.client_cert_forwarding and self.cert_facts is not None:
+            # Access forwarding: only the connection's first request that reaches the origin.
+            out.append(profile.forwarding_headers(self, self.cert_facts))
+        if ops is not None:
+            for op in ops.values():
+                if op is not None:
+                    # Computed values may hold CR, LF or NUL: escaped as in the cf-cert-* headers.
+                    out += [op[0], b": ", _CONTROL.sub(_escape_control, op[1]), b"\r\n"]
         if req.chunked:
             out.append(b"Transfer-Encoding: chunked\r\n")
         else:
