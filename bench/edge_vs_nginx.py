@@ -21,7 +21,7 @@ Metrics (ratio = mtlsgate / nginx):
 
 Usage::
 
-    .venv/bin/python bench/edge_vs_nginx.py            # 5 rounds, about 8 minutes
+    .venv/bin/python bench/edge_vs_nginx.py            # 5 rounds, about 6 minutes
     .venv/bin/python bench/edge_vs_nginx.py --quick    # 1 round, short durations
     .venv/bin/python bench/edge_vs_nginx.py --json out.json
 
