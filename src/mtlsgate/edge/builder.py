@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 from OpenSSL import SSL
 
 from mtlsgate.edge.snapshot import (
@@ -139,6 +140,7 @@ def build_snapshot(
             log_rules=_compile(logging_rules),
             log_rule_ids=tuple(r.rule_id for r in logging_rules),
             managed_cert_headers=host.managed_cert_headers,
+            trust_fingerprints=frozenset(c.fingerprint(hashes.SHA256()) for c in host.trust),
             origin_rules=routes,
             origin_routes=tuple(
                 _route(r.action_parameters, host.origin) for r in host.origin_rules

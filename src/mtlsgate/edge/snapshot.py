@@ -84,6 +84,9 @@ class HostProfile:
     firewall: Callable[[Mapping[str, Any]], int] | None = None
     firewall_rules: tuple[FirewallRule, ...] = ()
     managed_cert_headers: bool = False
+    # SHA-256 fingerprints of the trust anchors: an open connection whose verifying anchor is
+    # not among them any more is no longer verified.
+    trust_fingerprints: frozenset[bytes] = frozenset()
     # `log` rules: the first that matches is named in the request's log line.
     log_rules: Callable[[Mapping[str, Any]], int] | None = None
     log_rule_ids: tuple[str, ...] = ()

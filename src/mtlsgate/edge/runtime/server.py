@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any, cast
 
 import httptools
+from cryptography.hazmat.primitives import hashes
 from OpenSSL import SSL
 
 from mtlsgate.edge.facts import RequestFacts
@@ -202,6 +203,8 @@ class ClientConnection(asyncio.Protocol):
         self.deadline = 0.0
         self.cert_block: bytes | None = None
         self.cert_block_version = -1
+        self.verdict_version = -1
+        self.anchor: bytes | None = None
         self.tls_version: str = ""
         self.tls_cipher: str = ""
 
@@ -293,6 +296,13 @@ class ClientConnection(asyncio.Protocol):
                 else Verdict(presented=False, verified=False)
             )
             self.cert_facts = ClientCertFacts(leaf, chain, verdict)
+            if verified:
+                # Remember which anchor vouched for the client: if a later configuration no
+                # longer trusts it, this connection stops being verified (see _recheck).
+                path = tls.get_verified_chain(as_cryptography=True) or []
+                if path:
+                    self.anchor = path[-1].fingerprint(hashes.SHA256())
+        self.verdict_version = self.worker.snapshot.version
         self.worker.observer.handshake(
             profile.hostname, self.cert_facts.verdict.status if self.cert_facts else "none"
         )
@@ -433,6 +443,8 @@ class ClientConnection(asyncio.Protocol):
             # certificate must not reach an mTLS hostname.
             self._respond(req, simple_response(421, b"Host does not match the TLS server name\n"))
             return
+        if self.cert_facts is not None and self.verdict_version != snapshot.version:
+            self._recheck(target, snapshot.version)
         facts = RequestFacts(self, req, target)
         req.facts = facts
         if target.log_rules is not None:
@@ -471,6 +483,21 @@ class ClientConnection(asyncio.Protocol):
             req.origin.end_body()
         if self.transport is not None:
             self.transport.resume_reading()
+
+    def _recheck(self, target: HostProfile, version: int) -> None:
+        """The configuration changed since the handshake: a certificate verified against a CA
+        that is no longer associated with the hostname is not verified any more, on this open
+        connection too. (A CA added later does not verify an open connection: it takes a new
+        handshake.)"""
+        self.verdict_version = version
+        facts = self.cert_facts
+        assert facts is not None
+        if not target.mtls:
+            # The hostname no longer asks for certificates: the fields take their defaults.
+            self.cert_facts = None
+        elif facts.verdict.verified and self.anchor not in target.trust_fingerprints:
+            self.cert_facts = ClientCertFacts(facts.leaf, facts.chain, Verdict.failed(20, 0))
+        self.cert_block = None
 
     def _cert_header_block(self) -> bytes:
         """The encoded cf-cert-* headers: the same for every request of a connection under one
