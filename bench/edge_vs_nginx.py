@@ -429,10 +429,28 @@ def curl_status(port: int, certs: Certs | None, cacert: Path | None) -> int:
 # Load
 
 
+PY_SPY: dict[str, Any] = {"dir": None, "n": 0}
+PY_SPY_BIN = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+
+
 def measured(server: Server, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    spy = None
+    if PY_SPY["dir"] is not None and server.name == "mtlsgate":
+        PY_SPY["n"] += 1
+        label = fn.__qualname__.split(".")[0]
+        out = PY_SPY["dir"] / f"{label}-{PY_SPY['n']}.txt"
+        spy = subprocess.Popen(
+            [PY_SPY_BIN, "record", "--subprocesses", "--nonblocking", "--format", "raw",
+             "--rate", "250", "-p", str(server.root), "-o", str(out)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        time.sleep(0.5)
     before = tree_cpu(server.root)
     result = fn()
     result["cpu_s"] = tree_cpu(server.root) - before
+    if spy is not None:
+        spy.send_signal(signal.SIGINT)
+        spy.wait(30)
     if server.proc.poll() is not None:
         raise SystemExit(f"{server.name} exited with {server.proc.returncode} during the load")
     return result
@@ -799,6 +817,8 @@ def fmt(v: float, unit: str) -> str:
 
 
 def table(title: str, unit: str, mt: list[float], ng: list[float], note: str) -> dict[str, Any]:
+    if not mt:
+        return {}  # a part left out with --only
     ratios = [a / b if b else float("nan") for a, b in zip(mt, ng, strict=True)]
     s_mt, s_ng, s_r = summary(mt), summary(ng), summary(ratios)
     print(f"\n{title}  ({note})")
@@ -810,6 +830,9 @@ def table(title: str, unit: str, mt: list[float], ng: list[float], note: str) ->
             "mtlsgate_summary": s_mt, "nginx_summary": s_ng}  # fmt: skip
 
 
+PARTS = ("memory", "handshakes", "keepalive", "latency", "propagation")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rounds", type=int, default=5)
@@ -819,6 +842,18 @@ def main() -> None:
     p.add_argument("--idle-conns", type=int, help="held connections (default 10000, quick 2000)")
     p.add_argument("--rate", type=int, default=300, help="fixed request rate for p99 (req/s)")
     p.add_argument("--keep-work-dir", action="store_true")
+    p.add_argument(
+        "--only",
+        default=",".join(PARTS),
+        help=f"comma-separated parts to run (default all: {','.join(PARTS)})",
+    )
+    p.add_argument(
+        "--py-spy",
+        type=Path,
+        metavar="DIR",
+        help="profile mtlsgate's tree with py-spy during its load runs (collapsed "
+        "stacks into DIR; distorts the figures, for finding costs only)",
+    )
     for hidden in ("client", "port", "cert", "key", "seconds", "rate", "conns", "hold"):
         p.add_argument(f"--_{hidden}", help=argparse.SUPPRESS)
     a = p.parse_args()
@@ -830,6 +865,12 @@ def main() -> None:
         return
 
     rounds = 1 if a.quick else a.rounds
+    only = set(a.only.split(","))
+    if only - set(PARTS):
+        raise SystemExit(f"--only: unknown parts {sorted(only - set(PARTS))}")
+    if a.py_spy is not None:
+        a.py_spy.mkdir(parents=True, exist_ok=True)
+        PY_SPY["dir"] = a.py_spy
     seconds = a.seconds or (3.0 if a.quick else 8.0)
     idle_n = a.idle_conns or (2000 if a.quick else 10000)
     prop_tries = 3 if a.quick else 7
@@ -874,7 +915,7 @@ def main() -> None:
         results["ab_k_works"] = ab_ok
 
         mem: dict[str, Any] = {}
-        for s in servers:
+        for s in servers if "memory" in only else ():
             print(f"memory: {s.name}, {idle_n} idle keep-alive mTLS connections ...", flush=True)
             mem[s.name] = idle_memory(procs, s, certs, idle_n)
             print(f"  {mem[s.name]}", flush=True)
@@ -884,13 +925,13 @@ def main() -> None:
         lat: dict[str, list[dict[str, Any]]] = {s.name: [] for s in servers}
         for i in range(rounds):
             order = servers if i % 2 == 0 else servers[::-1]
-            for s in order:
+            for s in order if "handshakes" in only else ():
                 r = handshakes(s, certs, seconds, clients=2)
                 hs[s.name].append(r)
                 print(f"round {i + 1} handshakes {s.name}: {r['handshakes']} in "
                       f"{r['cpu_s']:.2f} CPU-s = {r['per_cpu_s']:.0f}/CPU-s"
                       + (f" ERRORS {r['errors']}" if r["errors"] else ""), flush=True)  # fmt: skip
-            for s in order:
+            for s in order if "keepalive" in only else ():
                 if ka_client == "ab -k":
                     r = keepalive(s, certs, seconds, concurrency=32)
                 else:
@@ -902,13 +943,14 @@ def main() -> None:
                 print(f"round {i + 1} keep-alive {s.name}: {r['complete']} requests "
                       f"({r['keepalive']} keep-alive) in {r['cpu_s']:.2f} CPU-s = "
                       f"{r['per_cpu_s']:.0f}/CPU-s {extra or ''}", flush=True)  # fmt: skip
-            for s in order:
+            for s in order if "latency" in only else ():
                 r = latency(s, certs, seconds, a.rate)
                 lat[s.name].append(r)
                 print(f"round {i + 1} latency @{a.rate}/s {s.name}: {r}", flush=True)
 
-        print("propagation (mtlsgate) ...", flush=True)
-        prop = propagation(mt, gw, certs, prop_tries)
+        if "propagation" in only:
+            print("propagation (mtlsgate) ...", flush=True)
+        prop = propagation(mt, gw, certs, prop_tries) if "propagation" in only else {}
 
         print(f"\n=== mtlsgate / nginx, {rounds} round(s) of {seconds:g} s, "
               f"server on core {SERVER_CPU}, load and origin on core {LOAD_CPU} ===")  # fmt: skip
@@ -927,7 +969,8 @@ def main() -> None:
             "lower is better")  # fmt: skip
         results["memory_kib_per_idle_conn"] = table(
             f"Memory (PSS of the tree) per idle keep-alive mTLS connection, {idle_n} held",
-            "KiB", [mem["mtlsgate"]["kib_per_conn"]], [mem["nginx"]["kib_per_conn"]],
+            "KiB", [m["kib_per_conn"] for m in mem.values()][:1],
+            [m["kib_per_conn"] for m in mem.values()][1:],
             "lower is better; mtlsgate under 100 KiB")  # fmt: skip
         for name in ("mtlsgate", "nginx"):
             fails = [(r["failed"], r["non2xx"]) for r in ka[name]]

@@ -202,8 +202,12 @@ class Edge:
         return self.proc.poll() is None
 
 
-@pytest.fixture(scope="session")
-def edge(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Edge]:
+@pytest.fixture(scope="session", params=["fast", "public"])
+def edge(
+    request: pytest.FixtureRequest, pki: Pki, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Edge]:
+    """The edge process, once on each TLS path (tls_engine.py): `fast` is required to be the
+    direct-OpenSSL path (the process fails to start otherwise), `public` is the fallback."""
     tmp = tmp_path_factory.mktemp("edge-proc")
     hole = Blackhole()
     chain = tmp / "edge-chain.pem"
@@ -219,7 +223,12 @@ def edge(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Edge]:
             }
         )
     )
-    env = dict(os.environ, MTLSGATE_EDGE_RESPONSE_TIMEOUT="1.0", PYTHONPATH=str(REPO))
+    env = dict(
+        os.environ,
+        MTLSGATE_EDGE_RESPONSE_TIMEOUT="1.0",
+        MTLSGATE_EDGE_TLS=request.param,
+        PYTHONPATH=str(REPO),
+    )
     log = (tmp / "edge.log").open("w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "tests.edge.edge_proc", str(config)],

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -18,6 +17,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from OpenSSL import SSL
 
+from mtlsgate.edge.header_policy import is_token, refusal
 from mtlsgate.edge.snapshot import (
     BlockResponse,
     FirewallRule,
@@ -170,39 +170,6 @@ def _compile(rules: Sequence[RuleData]) -> Callable[..., int] | None:
 
 # --- late-transform header rules --------------------------------------------------------------
 
-_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
-# Headers that frame the request or the connection: the edge writes them itself (the API
-# refuses them in a rewrite too; a stored rule that names one is ignored here).
-_FRAMING = frozenset(
-    {
-        "connection",
-        "content-length",
-        "expect",
-        "host",
-        "keep-alive",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-    }
-)
-# Cloudflare: the visitor's address cannot be rewritten, and X-Forwarded-For not removed.
-_NO_SET = frozenset({"x-forwarded-for", "x-real-ip", "true-client-ip"})
-
-
-def _allowed(name: str, remove: bool) -> bool:
-    """Whether a rule may touch header `name` (lowercase). As at Cloudflare, `cf-*` and `x-cf-*`
-    headers are the edge's (its cf-cert-*, Cf-Client-Cert-*, CF-Ray...), except that
-    CF-Connecting-IP may be removed."""
-    if name in _FRAMING:
-        return False
-    if name.startswith(("cf-", "x-cf-")):
-        return remove and name == "cf-connecting-ip"
-    if name == "x-forwarded-for":
-        return False
-    return remove or name not in _NO_SET
-
 
 def _set_value(name: bytes, value: Any) -> tuple[bytes, bytes] | None:
     """A `set` with an expression: its String result, or removal when it is "" or missing
@@ -221,7 +188,8 @@ def compile_late_transform(
     replacing whatever an earlier one did to that header: the net effect is the last operation
     per header name, which is what the function returns (empty when no rule matches). Rule
     conditions are inlined as in compile_first_match; `set` expressions are called through their
-    compiled `.fn`. Operations on headers a rule may not touch are dropped (logged once, here).
+    compiled `.fn`. Operations on headers a rule may not touch (edge/header_policy.py; the API
+    refuses them, so only rules stored before it did have any) are dropped, logged once, here.
     """
     lines = ["def _late(f):", "    ops = {}"]
     namespace: dict[str, Any] = {"MISSING": MISSING, "_late_set": _set_value}
@@ -235,14 +203,16 @@ def compile_late_transform(
             continue
         body: list[str] = []
         for j, (name, op) in enumerate(headers.items()):
-            if not isinstance(name, str) or not _TOKEN.match(name) or not isinstance(op, dict):
+            if not isinstance(name, str) or not is_token(name) or not isinstance(op, dict):
                 continue
             lower = name.lower()
             key = lower.encode("ascii")
             raw = name.encode("ascii")
             operation = op.get("operation")
-            if not _allowed(lower, operation == "remove"):
-                log.warning("late transform %s: header %r cannot be changed", rule.rule_id, name)
+            # The API refuses these (header_policy); a rule stored before it did is ignored.
+            why = refusal(name, "remove" if operation == "remove" else "set")
+            if why is not None:
+                log.warning("late transform %s: %s; operation ignored", rule.rule_id, why)
                 continue
             if operation == "remove":
                 body.append(f"ops[{key!r}] = None")

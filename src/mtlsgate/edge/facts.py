@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote
 
-from mtlsgate.pki.client_auth import FIELD_NAMES
+from mtlsgate.pki.client_auth import FIELD_NAMES, PREFIX
 from mtlsgate.rules.fields_cloudflare import FIELDS
 from mtlsgate.rules.scheme import default_value
 
@@ -112,8 +112,17 @@ def _full_uri(f: RequestFacts) -> str:
 
 def _client_auth(name: str) -> Callable[[RequestFacts], Any]:
     def provide(f: RequestFacts) -> Any:
-        cert = f.conn.cert_facts
+        cert = f.conn.client_facts()
         return cert.get(name) if cert is not None else default_value(FIELDS[name])
+
+    return provide
+
+
+def _verdict_flag(attribute: str) -> Callable[[RequestFacts], Any]:
+    # Read from the verdict alone: the seed's rule never makes the edge parse a certificate.
+    def provide(f: RequestFacts) -> Any:
+        verdict = f.conn.verdict
+        return bool(verdict is not None and verdict.presented and getattr(verdict, attribute))
 
     return provide
 
@@ -141,12 +150,15 @@ PROVIDERS: dict[str, Callable[[RequestFacts], Any]] = {
     "http.request.version": lambda f: "HTTP/" + f.req.version,
     "http.request.timestamp.sec": lambda f: int(time.time()),
     "http.request.timestamp.msec": lambda f: int(time.time() * 1000) % 1000,
-    "ip.src": lambda f: f.conn.peer_ip,
+    "ip.src": lambda f: f.conn.peer_ip(),
     "ssl": lambda f: True,
-    "cf.tls_version": lambda f: f.conn.tls_version,
-    "cf.tls_cipher": lambda f: f.conn.tls_cipher,
-    "cf.edge.server_port": lambda f: f.conn.local_port,
-    "cf.edge.server_ip": lambda f: f.conn.local_ip,
+    "cf.tls_version": lambda f: f.conn.tls_info()[0],
+    "cf.tls_cipher": lambda f: f.conn.tls_info()[1],
+    "cf.edge.server_port": lambda f: f.conn.local_address()[1],
+    "cf.edge.server_ip": lambda f: f.conn.local_address()[0],
     "cf.ray_id": lambda f: "",
     **{name: _client_auth(name) for name in FIELD_NAMES},
+    PREFIX + "cert_presented": _verdict_flag("presented"),
+    PREFIX + "cert_verified": _verdict_flag("verified"),
+    PREFIX + "cert_revoked": _verdict_flag("revoked"),
 }

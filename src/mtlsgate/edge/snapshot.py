@@ -33,6 +33,12 @@ class Origin:
     verify: bool = False  # "strict": verify the origin's certificate
     host_header: str | None = None
     sni: str | None = None
+    # The origin pool's key (computed once: the request path looks it up per request).
+    pool_key: tuple[Any, ...] = field(init=False, compare=False, repr=False, default=())
+
+    def __post_init__(self) -> None:
+        key = (self.host, self.port, self.tls, self.verify, self.sni)
+        object.__setattr__(self, "pool_key", key)
 
 
 @dataclass(frozen=True)
@@ -100,6 +106,12 @@ class HostProfile:
     # each connection (Cf-Client-Cert-Der-Base64, Cf-Client-Cert-Sha256).
     client_cert_forwarding: bool = False
     forwarded: ConnectionMarks = field(default=CERT_FORWARDED, compare=False, repr=False)
+    # The hostname as a Host header usually carries it: a request whose Host is exactly this
+    # skips normalising (the request path compares per request).
+    name_bytes: bytes = field(init=False, compare=False, repr=False, default=b"")
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "name_bytes", self.hostname.encode("ascii", "replace"))
 
     def forwarding_headers(self, conn: Any, cert: ClientCertFacts) -> bytes:
         """The Access forwarding headers for a request of `conn` that reaches the origin: the

@@ -72,24 +72,30 @@ def build_context(
     the CertificateRequest."""
     ctx = SSL.Context(SSL.TLS_SERVER_METHOD)
     ctx.set_min_proto_version(SSL.TLS1_2_VERSION)
+    # No session resumption (docs/edge.md): a resumed session skips certificate verification,
+    # so a client would keep the verdict of a CA since removed. Without tickets (OP_NO_TICKET
+    # makes TLS 1.3 ones stateful) and without a session cache, every connection is a full
+    # handshake, verified against the configuration of the moment.
     ctx.set_options(
-        SSL.OP_NO_COMPRESSION | SSL.OP_CIPHER_SERVER_PREFERENCE | SSL.OP_NO_RENEGOTIATION
+        SSL.OP_NO_COMPRESSION
+        | SSL.OP_CIPHER_SERVER_PREFERENCE
+        | SSL.OP_NO_RENEGOTIATION
+        | SSL.OP_NO_TICKET
     )
+    ctx.set_session_cache_mode(SSL.SESS_CACHE_OFF)
     ctx.set_alpn_select_callback(_select_alpn)
     blocks = [
         b for b in identity.certificate_chain_pem.split("-----END CERTIFICATE-----") if b.strip()
     ]
     certs = [
-        crypto.X509.from_cryptography(
-            x509.load_pem_x509_certificate((b + "-----END CERTIFICATE-----\n").encode())
-        )
+        x509.load_pem_x509_certificate((b + "-----END CERTIFICATE-----\n").encode())
         for b in blocks
     ]
     ctx.use_certificate(certs[0])
     for extra in certs[1:]:
         ctx.add_extra_chain_cert(extra)
     key = serialization.load_pem_private_key(identity.private_key_pem.encode(), password=None)
-    ctx.use_privatekey(crypto.PKey.from_cryptography_key(key))  # type: ignore[arg-type]
+    ctx.use_privatekey(key)  # type: ignore[arg-type]
     ctx.check_privatekey()
     if request_client_cert:
         store = ctx.get_cert_store()
@@ -98,7 +104,7 @@ def build_context(
             store.add_cert(crypto.X509.from_cryptography(anchor))
         store.set_flags(crypto.X509StoreFlags.PARTIAL_CHAIN)
         for name in advertise:
-            ctx.add_client_ca(crypto.X509.from_cryptography(name))
+            ctx.add_client_ca(name)
         ctx.set_verify(SSL.VERIFY_PEER, verify_callback)
     else:
         ctx.set_verify(SSL.VERIFY_NONE)

@@ -22,6 +22,7 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from mtlsgate.edge.header_policy import is_token, refusal
 from mtlsgate.errors import BadRequest, Conflict, NotFound
 from mtlsgate.rules import RulesError, compile_expression
 from mtlsgate.rules.scheme import STRING
@@ -75,22 +76,7 @@ MAX_HEADER_VALUE = 4096
 MAX_PER_PAGE = 1000
 DEFAULT_PER_PAGE = 100
 
-# RFC 7230 `token`
-_HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
-# Headers a rewrite may not touch: they frame the request or the connection.
-RESERVED_HEADERS = frozenset(
-    {
-        "connection",
-        "content-length",
-        "host",
-        "keep-alive",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-    }
-)
+# Used with fullmatch: `$` alone would accept a trailing newline.
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 _HEX32 = re.compile(r"^[0-9a-f]{32}$")
 
@@ -214,7 +200,7 @@ def _hostname(value: object, pointer: str, what: str, *, allow_ip: bool) -> str:
         len(name) > 253
         or not name.isascii()
         or numeric
-        or not all(_LABEL.match(lb) for lb in labels)
+        or not all(_LABEL.fullmatch(lb) for lb in labels)
     ):
         kind = "a hostname or an IP address" if allow_ip else "a hostname"
         raise _params_error(f"{what} must be {kind}, got {value!r}", pointer)
@@ -321,6 +307,16 @@ def _route_params(params: dict[str, Any], p: str) -> dict[str, Any]:
     return out
 
 
+def _first_control(value: object) -> str:
+    """The first control character a header value may not hold (RFC 9110 §5.5 allows tab), or
+    "" when there is none (or the value is not text: _text says so)."""
+    if isinstance(value, str):
+        for c in value:
+            if (ord(c) < 32 and c != "\t") or ord(c) == 127:
+                return c
+    return ""
+
+
 def _rewrite_params(params: dict[str, Any], p: str) -> dict[str, Any]:
     if "uri" in params:
         raise _params_error(
@@ -339,46 +335,52 @@ def _rewrite_params(params: dict[str, Any], p: str) -> dict[str, Any]:
     seen: set[str] = set()
     for name, op in headers.items():
         hp = f"{p}/headers/{_esc(name)}"
-        if not _HEADER_NAME.match(name) or len(name) > MAX_HEADER_NAME:
+        if not is_token(name) or len(name) > MAX_HEADER_NAME:
             raise _params_error(
-                f"{name!r} is not a valid header name (an RFC 7230 token: letters, digits and "
-                f"!#$%&'*+-.^_`|~, at most {MAX_HEADER_NAME} characters)",
+                f"{name!r} is not a valid header name: it must be a token (RFC 9110, as in RFC "
+                "7230): letters, digits and !#$%&'*+-.^_`|~ only, no spaces, colons or control "
+                f"characters, 1 to {MAX_HEADER_NAME} characters",
                 hp,
             )
-        if name.lower() in RESERVED_HEADERS:
-            raise _params_error(f"header {name!r} cannot be rewritten", hp)
         if name.lower() in seen:
             raise _params_error(f"header {name!r} is named twice (header names ignore case)", hp)
         seen.add(name.lower())
         op = _object(op, hp, f"header {name!r}")
         operation = op.get("operation")
-        if operation == "remove":
-            _no_other_keys(op, ("operation",), hp, "a remove operation")
-            out[name] = {"operation": "remove"}
-        elif operation == "set":
-            _no_other_keys(op, ("operation", "value", "expression"), hp, "a set operation")
-            if ("value" in op) == ("expression" in op):
-                raise _params_error(
-                    f"header {name!r}: set needs exactly one of value (static text) or "
-                    "expression (computed per request)",
-                    hp,
-                )
-            if "value" in op:
-                value = _text(op["value"], f"{hp}/value", "value", max_len=MAX_HEADER_VALUE)
-                if any((ord(c) < 32 and c != "\t") or ord(c) == 127 for c in value):
-                    raise _params_error(
-                        f"header {name!r}: value must not contain control characters",
-                        f"{hp}/value",
-                    )
-                out[name] = {"operation": "set", "value": value}
-            else:
-                expr = _compile(op["expression"], f"{hp}/expression", string=True)
-                out[name] = {"operation": "set", "expression": expr}
-        else:
+        if operation not in ("set", "remove"):
             raise _params_error(
                 f'header {name!r}: operation must be "set" or "remove", got {operation!r}',
                 f"{hp}/operation",
             )
+        # Headers the edge owns: it would ignore the operation, so the rule is refused.
+        why = refusal(name, operation)
+        if why is not None:
+            raise _params_error(why, hp)
+        if operation == "remove":
+            _no_other_keys(op, ("operation",), hp, "a remove operation")
+            out[name] = {"operation": "remove"}
+            continue
+        _no_other_keys(op, ("operation", "value", "expression"), hp, "a set operation")
+        if ("value" in op) == ("expression" in op):
+            raise _params_error(
+                f"header {name!r}: set needs exactly one of value (static text) or "
+                "expression (computed per request)",
+                hp,
+            )
+        if "value" in op:
+            value = op["value"]
+            if bad := _first_control(value):
+                # Would split the header (CR, LF) or end it early (NUL) in the origin's request.
+                raise _params_error(
+                    f"header {name!r}: value must not contain control characters (CR, LF, NUL, "
+                    f"...; tab is allowed), found {bad!r}",
+                    f"{hp}/value",
+                )
+            value = _text(value, f"{hp}/value", "value", max_len=MAX_HEADER_VALUE)
+            out[name] = {"operation": "set", "value": value}
+        else:
+            expr = _compile(op["expression"], f"{hp}/expression", string=True)
+            out[name] = {"operation": "set", "expression": expr}
     return {"headers": out}
 
 
@@ -649,7 +651,7 @@ def _replacement(
     for i, (raw, spec) in enumerate(zip(rules, specs, strict=True)):
         rid = raw.get("id")
         if rid is not None:
-            if not isinstance(rid, str) or not _HEX32.match(rid) or rid not in by_id:
+            if not isinstance(rid, str) or not _HEX32.fullmatch(rid) or rid not in by_id:
                 raise BadRequest(
                     f"rule id {rid!r} is not a rule of this ruleset; omit id to add a new rule",
                     code=INVALID_RULE,
@@ -817,7 +819,7 @@ def list_rulesets(
         raise BadRequest(f"per_page must be between 1 and {MAX_PER_PAGE}", pointer="per_page")
     query = select(Ruleset).where(Ruleset.zone_id == zone.id)
     if cursor:
-        if not _HEX32.match(cursor):
+        if not _HEX32.fullmatch(cursor):
             raise BadRequest("cursor is not a cursor this API returned", pointer="cursor")
         query = query.where(Ruleset.id > cursor)
     rows = list(session.scalars(query.order_by(Ruleset.id).limit(size + 1)))

@@ -3,10 +3,15 @@
 Writers are serialised where it matters: SQLite transactions start with BEGIN IMMEDIATE (one
 writer at a time, across processes), and on PostgreSQL the service layer locks the account row
 (SELECT ... FOR UPDATE) before checking a quota, so the check holds across `serve` processes.
+
+The edge watches `config_state.version` (docs/edge.md, "Configuration watching"): on SQLite with
+`SqliteVersionReader` (one raw connection, `PRAGMA data_version` first), on PostgreSQL by
+LISTENing on `CONFIG_CHANNEL`, which `bump_config_version` notifies when its transaction commits.
 """
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,7 +19,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import create_engine, event, select, text, update
+from sqlalchemy import create_engine, event, func, select, text, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -22,6 +27,9 @@ from mtlsgate.store.models import ConfigState
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
 _MIGRATION_LOCK_KEY = 0x6D746C73  # "mtls": one node migrates at a time on PostgreSQL
+
+CONFIG_CHANNEL = "mtlsgate_config"  # PostgreSQL NOTIFY channel; the payload is the new version
+CONFIG_VERSION_SQL = "SELECT version FROM config_state WHERE id = 1"
 
 
 def make_engine(url: str) -> Engine:
@@ -77,13 +85,73 @@ class Store:
         with self.transaction() as session:
             return int(session.scalar(select(ConfigState.version).where(ConfigState.id == 1)) or 0)
 
+    @property
+    def sqlite_path(self) -> str | None:
+        """The database file of a file-backed SQLite store, else None."""
+        if self.engine.dialect.name != "sqlite":
+            return None
+        database = self.engine.url.database
+        if not database or database == ":memory:" or database.startswith("file:"):
+            return None
+        return database
+
+    def libpq_conninfo(self) -> str:
+        """The PostgreSQL store's connection string, for a dedicated psycopg connection
+        (the edge's LISTEN connection) outside the engine's pool."""
+        from psycopg.conninfo import make_conninfo  # only PostgreSQL stores need psycopg here
+
+        _args, params = self.engine.dialect.create_connect_args(self.engine.url)
+        params.pop("context", None)  # psycopg adapters of the engine's dialect, not a parameter
+        return make_conninfo(**params)
+
     def dispose(self) -> None:
         self.engine.dispose()
 
 
+class SqliteVersionReader:
+    """The config version of a SQLite store, read cheaply enough to call on an event loop.
+
+    One raw sqlite3 connection kept open, in autocommit mode: every statement is its own
+    transaction and is stepped to its end, so no read transaction outlives a call and the WAL
+    can always be checkpointed. `PRAGMA data_version` changes exactly when another connection
+    has committed since the previous call; only then is the version row read. The connection
+    waits for no lock (timeout 0): a rare SQLITE_BUSY raises sqlite3.OperationalError at once,
+    and the caller decides where to retry. Reads only; never writes.
+    """
+
+    def __init__(self, path: str) -> None:
+        # mode=rw: an existing database only (a mistaken path must not create an empty one).
+        uri = Path(path).resolve().as_uri() + "?mode=rw"
+        self._conn = sqlite3.connect(
+            uri, uri=True, timeout=0, isolation_level=None, check_same_thread=False
+        )
+        self._data_version: int | None = None
+        self._version = 0
+
+    def read(self) -> int:
+        (data_version,) = self._conn.execute("PRAGMA data_version").fetchall()[0]
+        if data_version != self._data_version:
+            rows = self._conn.execute(CONFIG_VERSION_SQL).fetchall()
+            self._version = int(rows[0][0]) if rows else 0
+            # Set after the read: a commit landing between the two statements changes
+            # data_version again, so the next call reads the row once more.
+            self._data_version = data_version
+        return self._version
+
+    def close(self) -> None:
+        self._conn.close()
+
+
 def bump_config_version(session: Session) -> int:
-    """Advance the config version inside the caller's transaction, so it commits with the change."""
+    """Advance the config version inside the caller's transaction, so it commits with the change.
+
+    On PostgreSQL the same transaction NOTIFYs `CONFIG_CHANNEL` with the new version: the
+    notification is delivered when (and only if) the transaction commits, so a listening edge
+    wakes as soon as the change is visible."""
     session.execute(
         update(ConfigState).where(ConfigState.id == 1).values(version=ConfigState.version + 1)
     )
-    return int(session.scalar(select(ConfigState.version).where(ConfigState.id == 1)) or 0)
+    version = int(session.scalar(select(ConfigState.version).where(ConfigState.id == 1)) or 0)
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(select(func.pg_notify(CONFIG_CHANNEL, str(version))))
+    return version

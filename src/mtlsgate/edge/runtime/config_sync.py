@@ -4,14 +4,26 @@ Which hostnames are served: the zone's proxied A/AAAA/CNAME records; their origi
 content, with the zone's `ssl` setting choosing plain HTTP to port 80 (off, flexible), TLS to 443
 without verification (full) or verified TLS (strict). Client certificates are requested on a
 hostname exactly when it has hostname associations; the trust set is exactly those CAs.
+
+When to read it: a `VersionSource` tells the edge's watcher the store's config version, cheaply
+(docs/edge.md, "Configuration watching"): `SqlitePollSource` reads it every POLL_INTERVAL on the
+event loop itself through a raw connection; `PostgresNotifySource` LISTENs for the NOTIFY that
+`bump_config_version` sends on commit and reads it when woken, or every FALLBACK_POLL anyway.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+import os
 import socket
+import sqlite3
 from collections import defaultdict
 from datetime import UTC, datetime
+from typing import Any, Protocol
 
+import psycopg
 from cryptography import x509
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -20,12 +32,26 @@ from mtlsgate.edge.builder import ConfigData, HostData, RuleData
 from mtlsgate.edge.snapshot import Origin
 from mtlsgate.edge.tls import ServerIdentity
 from mtlsgate.store import models as m
-from mtlsgate.store.db import Store
+from mtlsgate.store.db import (
+    CONFIG_CHANNEL,
+    CONFIG_VERSION_SQL,
+    SqliteVersionReader,
+    Store,
+)
 from mtlsgate.store.keystore import KeyStore
 
 FIREWALL_PHASE = "http_request_firewall_custom"
 ORIGIN_PHASE = "http_request_origin"
 LATE_TRANSFORM_PHASE = "http_request_late_transform"
+
+log = logging.getLogger("mtlsgate.edge")
+
+POLL_INTERVAL = 0.2  # seconds between polls on SQLite (and any other store without NOTIFY)
+FALLBACK_POLL = 2.0  # PostgreSQL: seconds between safety-net reads when no NOTIFY arrived
+FALLBACK_POLL_ENV = "MTLSGATE_EDGE_CONFIG_FALLBACK_POLL"  # overrides FALLBACK_POLL (tests)
+RECONNECT_MIN = 0.1  # PostgreSQL: first delay before reconnecting the LISTEN connection
+RECONNECT_MAX = 2.0  # ... doubling up to this
+LISTEN_APPLICATION_NAME = "mtlsgate-edge-listen"
 
 
 def _zone_rules(session: Session, phase: str) -> dict[str, tuple[RuleData, ...]]:
@@ -171,3 +197,259 @@ def heartbeat(store: Store, node_id: str, version: int) -> None:
         else:
             node.config_version = version
             node.heartbeat_at = now
+
+
+# --- watching the config version ------------------------------------------------------------
+
+
+class VersionSource(Protocol):
+    """Where an edge watcher learns the store's config version.
+
+    The watcher loops: `current()` (None: nothing new to report this time), then
+    `wait(timeout)` until a change may have happened or `timeout` seconds have passed."""
+
+    async def current(self) -> int | None: ...
+
+    async def wait(self, timeout: float) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+def version_source(store: Store) -> VersionSource:
+    """The cheapest way to watch this store."""
+    if store.is_postgres:
+        fallback = float(os.environ.get(FALLBACK_POLL_ENV) or FALLBACK_POLL)
+        return PostgresNotifySource(store, fallback_poll=fallback)
+    path = store.sqlite_path
+    if path is not None:
+        try:
+            return SqlitePollSource(store, SqliteVersionReader(path))
+        except sqlite3.Error as exc:
+            log.warning("cannot open %s for cheap polling (%s); polling through the ORM", path, exc)
+    return ExecutorPollSource(store)
+
+
+class ExecutorPollSource:
+    """Any store: an ORM read in a thread every POLL_INTERVAL (the general, costly way)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def current(self) -> int | None:
+        return await asyncio.get_running_loop().run_in_executor(None, self.store.config_version)
+
+    async def wait(self, timeout: float) -> None:
+        await asyncio.sleep(POLL_INTERVAL)
+
+    async def close(self) -> None:
+        pass
+
+
+class SqlitePollSource:
+    """SQLite: `SqliteVersionReader.read()` every POLL_INTERVAL, on the event loop thread (a few
+    microseconds: no thread hop, no ORM, no lock; the version row is read only after another
+    connection committed). The reader never waits for a lock: on the rare SQLITE_BUSY (or any
+    other SQLite error) that one poll goes through the ORM in a thread instead."""
+
+    def __init__(self, store: Store, reader: SqliteVersionReader) -> None:
+        self.store = store
+        self.reader = reader
+
+    async def current(self) -> int | None:
+        try:
+            return self.reader.read()
+        except sqlite3.Error:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(None, self.store.config_version)
+
+    async def wait(self, timeout: float) -> None:
+        await asyncio.sleep(POLL_INTERVAL)
+
+    async def close(self) -> None:
+        self.reader.close()
+
+
+class PostgresNotifySource:
+    """PostgreSQL: LISTEN on a dedicated connection, and read the version when woken.
+
+    `wait` watches the connection's socket with the event loop (no thread, no timer ticks while
+    idle) and returns when a notification arrives, when FALLBACK_POLL has passed since the last
+    read, or at the watcher's timeout (its next heartbeat). `current` reads the version (one
+    autocommit SELECT on the same connection, in a thread) only after a notification, when the
+    fallback read is due, or after (re)connecting; otherwise it reports nothing new.
+
+    A lost connection (or one that cannot be made) is logged once; the source reconnects with
+    backoff (RECONNECT_MIN doubling to RECONNECT_MAX) and meanwhile reads the version through
+    the store's pool every FALLBACK_POLL. The connection uses TCP keepalives, so a silently dead
+    peer is noticed too.
+    """
+
+    def __init__(self, store: Store, *, fallback_poll: float = FALLBACK_POLL) -> None:
+        self.store = store
+        self.fallback_poll = fallback_poll
+        self.conninfo = store.libpq_conninfo()
+        self.conn: psycopg.Connection[Any] | None = None
+        self.pending = True  # a notification (or a reconnection) calls for a read
+        self.next_poll = 0.0
+        self.retry_at = 0.0
+        self.backoff = RECONNECT_MIN
+        self.down = False  # an outage has been logged and has not ended yet
+
+    # -- the VersionSource protocol --
+
+    async def current(self) -> int | None:
+        loop = asyncio.get_running_loop()
+        if self.conn is None:
+            if loop.time() >= self.retry_at:
+                await self._connect()
+            if self.conn is None:
+                return await self._poll_through_store()
+        now = loop.time()
+        if not (self.pending or now >= self.next_poll):
+            return None
+        self.pending = False  # notifications that arrive during the read set it again
+        self.next_poll = now + self.fallback_poll
+        conn = self.conn
+        try:
+            return await loop.run_in_executor(None, _read_version, conn)
+        except Exception as exc:
+            self._lost(exc)
+            return None
+
+    async def wait(self, timeout: float) -> None:
+        loop = asyncio.get_running_loop()
+        conn = self.conn
+        if conn is None:
+            await asyncio.sleep(max(0.05, min(timeout, self.retry_at - loop.time())))
+            return
+        if self._drain(conn):  # notifications libpq already holds: no socket event for them
+            return
+        remaining = min(timeout, self.next_poll - loop.time())
+        if remaining <= 0:
+            return
+        woken: asyncio.Future[bool] = loop.create_future()
+
+        def wake(readable: bool) -> None:
+            if not woken.done():
+                woken.set_result(readable)
+
+        fd = conn.fileno()
+        loop.add_reader(fd, wake, True)
+        timer = loop.call_later(remaining, wake, False)
+        try:
+            if not await woken:
+                return
+        finally:
+            timer.cancel()
+            loop.remove_reader(fd)
+        try:
+            conn.pgconn.consume_input()
+        except psycopg.Error as exc:
+            self._lost(exc)
+            return
+        if conn.pgconn.status != psycopg.pq.ConnStatus.OK:
+            self._lost(psycopg.OperationalError("the server closed the connection"))
+            return
+        self._drain(conn)
+
+    async def close(self) -> None:
+        if self.conn is not None:
+            with contextlib.suppress(Exception):
+                self.conn.close()
+            self.conn = None
+
+    # -- internals --
+
+    def _drain(self, conn: psycopg.Connection[Any]) -> bool:
+        """Take the notifications libpq has parsed; True when a read is called for."""
+        while conn.pgconn.notifies() is not None:
+            self.pending = True
+        return self.pending
+
+    def _on_notify(self, _notify: psycopg.Notify) -> None:
+        # Called by psycopg (in the reading thread) for notifications that arrive during a read.
+        self.pending = True
+
+    def _open(self) -> psycopg.Connection[Any]:
+        conn = psycopg.connect(
+            self.conninfo,
+            autocommit=True,
+            connect_timeout=5,
+            application_name=LISTEN_APPLICATION_NAME,
+            keepalives=1,
+            keepalives_idle=10,
+            keepalives_interval=5,
+            keepalives_count=3,
+        )
+        try:
+            conn.add_notify_handler(self._on_notify)
+            conn.execute(
+                psycopg.sql.SQL("LISTEN {}").format(psycopg.sql.Identifier(CONFIG_CHANNEL))
+            )
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    async def _connect(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            conn = await loop.run_in_executor(None, self._open)
+        except Exception as exc:
+            if not self.down:
+                log.warning(
+                    "edge cannot LISTEN on PostgreSQL (%s); reading the config version every "
+                    "%.1f s and reconnecting with backoff",
+                    _one_line(exc),
+                    self.fallback_poll,
+                )
+                self.down = True
+            self._retry_later()
+            return
+        self.conn = conn
+        self.pending = True  # changes made while not listening: read the version now
+        self.backoff = RECONNECT_MIN
+        if self.down:
+            log.info("edge listening for config changes on PostgreSQL again")
+            self.down = False
+
+    def _lost(self, exc: BaseException) -> None:
+        if not self.down:
+            log.warning(
+                "edge lost its LISTEN connection to PostgreSQL (%s); reconnecting with backoff, "
+                "reading the config version every %.1f s meanwhile",
+                _one_line(exc),
+                self.fallback_poll,
+            )
+            self.down = True
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.close()
+        self._retry_later()
+
+    def _retry_later(self) -> None:
+        self.retry_at = asyncio.get_running_loop().time() + self.backoff
+        self.backoff = min(self.backoff * 2, RECONNECT_MAX)
+
+    async def _poll_through_store(self) -> int | None:
+        """The safety net while not listening: the store's pool, every fallback_poll."""
+        loop = asyncio.get_running_loop()
+        if loop.time() < self.next_poll:
+            return None
+        self.next_poll = loop.time() + self.fallback_poll
+        try:
+            return await loop.run_in_executor(None, self.store.config_version)
+        except Exception as exc:  # the outage is logged once, in _connect/_lost
+            log.debug("config version poll failed: %s", _one_line(exc))
+            return None
+
+
+def _read_version(conn: psycopg.Connection[Any]) -> int:
+    row = conn.execute(CONFIG_VERSION_SQL).fetchone()
+    return int(row[0]) if row else 0
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"

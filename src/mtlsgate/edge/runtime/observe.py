@@ -1,8 +1,10 @@
 """What the edge tells the rest: one JSON line per request, and counters for /metrics.
 
-Log lines are buffered and written together every 200 ms (one write instead of one per
-request). Counters live in the worker and are written to DATA_DIR/metrics/<node>.json every
-second; the API's /metrics sums the files of all workers into Prometheus text.
+Per request the edge only appends a tuple and bumps counters (the request path pays for little);
+the lines are formatted and written together every 200 ms. Counters live in the worker and are
+written to DATA_DIR/metrics/<node>.json every second; the API's /metrics sums the files of all
+workers into Prometheus text. The newest records are also offered to the request-events store
+(`take_events`), as a bounded sample, with exact per-minute counts.
 """
 
 from __future__ import annotations
@@ -11,7 +13,9 @@ import json
 import os
 import sys
 import time
+from bisect import bisect_left
 from collections import Counter, defaultdict
+from json.encoder import encode_basestring_ascii as _quote
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -20,7 +24,10 @@ from mtlsgate.metrics import LATENCY_BUCKETS
 if TYPE_CHECKING:
     from mtlsgate.edge.runtime.server import ClientConnection, Request
 
-FINGERPRINT = "cf.tls_client_auth.cert_fingerprint_sha256"
+EVENT_SAMPLE = 200  # records offered to the events store per flush, at most
+
+# ts, host, client, method, uri, status, mtls, fingerprint, rule, action, total s, origin s
+Record = tuple[float, str, str, bytes, bytes, int, str, str, str, str, float, float | None]
 
 
 class Observer:
@@ -28,65 +35,104 @@ class Observer:
         self.metrics_dir = metrics_dir
         self.node_id = node_id
         self.out = out or sys.stderr
-        self.lines: list[str] = []
+        self.records: list[Record] = []
         self.handshakes: Counter[tuple[str, str]] = Counter()
         self.requests: Counter[tuple[str, int, str]] = Counter()
         self.rules: Counter[tuple[str, str, str]] = Counter()
-        self.latency: Counter[tuple[str, float]] = Counter()
+        # Per hostname: how many origin latencies fell in each bucket (not cumulative).
+        self.latency: defaultdict[str, list[int]] = defaultdict(
+            lambda: [0] * (len(LATENCY_BUCKETS) + 1)
+        )
         self.latency_sum: defaultdict[str, float] = defaultdict(float)
-        self.latency_count: Counter[str] = Counter()
+        # (minute, host, mtls, status, action) → requests, since the last take_events().
+        self.minute_counts: Counter[tuple[int, str, str, int, str]] = Counter()
+        self.events: list[Record] = []
 
     def handshake(self, hostname: str, mtls_status: str) -> None:
         self.handshakes[(hostname, mtls_status)] += 1
 
     def request_done(self, conn: ClientConnection, req: Request) -> None:
-        facts = conn.cert_facts
-        mtls = facts.verdict.status if facts is not None else "none"
-        host = req.facts.profile.hostname if req.facts is not None else (conn.state.sni or "")
+        verdict = conn.verdict
+        mtls = verdict.status if verdict is not None else "none"
+        facts = req.facts
+        host = facts.profile.hostname if facts is not None else (conn.state.sni or "")
         action = req.action or "forward"
-        total = time.monotonic() - req.started
-        self.requests[(host, req.status, action)] += 1
+        status = req.status
+        self.requests[(host, status, action)] += 1
         if req.rule_id:
             self.rules[(host, action, req.rule_id)] += 1
-        if req.origin_seconds is not None:
-            for bound in LATENCY_BUCKETS:
-                if req.origin_seconds <= bound:
-                    self.latency[(host, bound)] += 1
-            self.latency_sum[host] += req.origin_seconds
-            self.latency_count[host] += 1
-        record: dict[str, Any] = {
-            "ts": round(time.time(), 3),
-            "host": host,
-            "client": str(conn.peer_ip),
-            "method": req.method.decode("latin-1"),
-            "uri": req.url.decode("latin-1")[:2048],
-            "status": req.status,
-            "mtls": mtls,
-            "fingerprint": facts.get(FINGERPRINT) if facts is not None else "",
-            "rule": req.rule_id,
-            "action": action,
-            "ms": round(total * 1000, 2),
-        }
-        if req.origin_seconds is not None:
-            record["origin_ms"] = round(req.origin_seconds * 1000, 2)
-        self.lines.append(json.dumps(record, separators=(",", ":")))
+        seconds = req.origin_seconds
+        if seconds is not None:
+            self.latency[host][bisect_left(LATENCY_BUCKETS, seconds)] += 1
+            self.latency_sum[host] += seconds
+        now = time.time()
+        self.records.append(
+            (now, host, conn.peer, req.method, req.url, status, mtls,
+             conn.fingerprint() if verdict is not None else "", req.rule_id, action,
+             time.monotonic() - req.started, seconds)
+        )  # fmt: skip
+        self.minute_counts[(int(now) // 60 * 60, host, mtls, status, action)] += 1
+
+    @staticmethod
+    def format(r: Record) -> str:
+        # Only the URI can hold characters JSON must escape: hostnames come from the
+        # configuration (ASCII), the client is an address, llhttp admits only token methods,
+        # and status words, fingerprints and rule ids are fixed alphabets.
+        line = (
+            f'{{"ts":{r[0]:.3f},"host":"{r[1]}","client":"{r[2]}","method":"'
+            f'{r[3].decode("latin-1")}","uri":{_quote(r[4].decode("latin-1")[:2048])},'
+            f'"status":{r[5]},"mtls":"{r[6]}","fingerprint":"{r[7]}","rule":"{r[8]}",'
+            f'"action":"{r[9]}","ms":{r[10] * 1000:.2f}'
+        )
+        if r[11] is not None:
+            return f'{line},"origin_ms":{r[11] * 1000:.2f}}}'
+        return line + "}"
+
+    @staticmethod
+    def as_dict(r: Record) -> dict[str, Any]:
+        d: dict[str, Any] = json.loads(Observer.format(r))
+        return d
 
     def flush_log(self) -> None:
-        if self.lines:
-            self.out.write("\n".join(self.lines) + "\n")
-            self.out.flush()
-            self.lines.clear()
+        records = self.records
+        if not records:
+            return
+        self.records = []
+        fmt = self.format
+        self.out.write("".join([fmt(r) + "\n" for r in records]))
+        self.out.flush()
+        # The newest ones are the sample the events store keeps.
+        events = self.events
+        events.extend(records[-EVENT_SAMPLE:])
+        if len(events) > EVENT_SAMPLE:
+            del events[:-EVENT_SAMPLE]
+
+    def take_events(self) -> tuple[list[dict[str, Any]], dict[tuple[int, str, str, int, str], int]]:
+        """The sampled records and the exact per-minute counts since the last call."""
+        events = [self.as_dict(r) for r in self.events]
+        counts = dict(self.minute_counts)
+        self.events = []
+        self.minute_counts = Counter()
+        return events, counts
 
     def dump_metrics(self) -> None:
         if self.metrics_dir is None:
             return
+        latency: list[list[Any]] = []
+        latency_count: dict[str, int] = {}
+        for host, buckets in self.latency.items():
+            running = 0
+            for bound, n in zip(LATENCY_BUCKETS, buckets, strict=False):
+                running += n
+                latency.append([host, bound, running])
+            latency_count[host] = running + buckets[-1]
         data = {
             "handshakes": [[h, s, n] for (h, s), n in self.handshakes.items()],
             "requests": [[h, st, a, n] for (h, st, a), n in self.requests.items()],
             "rules": [[h, a, r, n] for (h, a, r), n in self.rules.items()],
-            "latency": [[h, b, n] for (h, b), n in self.latency.items()],
+            "latency": latency,
             "latency_sum": dict(self.latency_sum),
-            "latency_count": dict(self.latency_count),
+            "latency_count": latency_count,
         }
         self.metrics_dir.mkdir(parents=True, exist_ok=True)
         path = self.metrics_dir / f"{self.node_id.replace(':', '-')}.json"

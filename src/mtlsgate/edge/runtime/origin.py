@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import ssl
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
@@ -38,6 +40,10 @@ _HOP_BY_HOP = frozenset(
      b"trailer", b"upgrade"}
 )  # fmt: skip
 _NO_BODY_STATUSES = frozenset({204, 304})
+# A hop-by-hop header line in a lowercased response head (the head is then rebuilt).
+_HOP_BY_HOP_LINE = re.compile(
+    rb"\r\n(?:connection|keep-alive|proxy-connection|transfer-encoding|te|trailer|upgrade)[ \t]*:"
+)
 
 
 class OriginConnection(asyncio.Protocol):
@@ -57,6 +63,7 @@ class OriginConnection(asyncio.Protocol):
         self.headers: list[bytes] = []
         self.chunk_out = False  # re-chunk the body for an HTTP/1.1 client
         self.until_close = False  # the body ends when the origin closes
+        self.in_message = False  # httptools holds part of a response
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses, but behave as one.
@@ -68,6 +75,10 @@ class OriginConnection(asyncio.Protocol):
             self.close()  # bytes nobody asked for: this connection is out of step
             return
         req.got_bytes = True
+        client = req.client
+        if not self.in_message and not req.head_only and self._whole_response(req, data):
+            client.flush()
+            return
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError as e:
@@ -77,8 +88,55 @@ class OriginConnection(asyncio.Protocol):
                 self._complete(keep_alive=True)
             else:
                 self.close()
+        # What this read produced for the client goes out in one TLS write and one send.
+        client.flush()
+
+    def _whole_response(self, req: OriginRequest, data: bytes) -> bool:
+        """The common case without httptools: one read holding one complete response whose
+        head needs no rewriting (HTTP/1.1, one Content-Length, no hop-by-hop header), relayed
+        with the client's Connection header added. Anything else (chunked, 1xx, 204/304, no
+        length, a partial or extra byte, an unusual head) returns False and goes to httptools,
+        which is strict and rebuilds the head."""
+        end = data.find(b"\r\n\r\n")
+        if end < 12 or not data.startswith(b"HTTP/1.1 "):
+            return False
+        head = data[:end]
+        crlf = head.count(b"\r\n")
+        # Only CRLF line ends, no NUL, no obs-fold: nothing in it can split the client's head.
+        if head.count(b"\r") != crlf or head.count(b"\n") != crlf or b"\x00" in head:
+            return False
+        lower = head.lower()
+        if _HOP_BY_HOP_LINE.search(lower) is not None or b"\r\n " in head or b"\r\n\t" in head:
+            return False
+        at = lower.find(b"\r\ncontent-length:")
+        if at < 0 or lower.find(b"\r\ncontent-length:", at + 17) >= 0:
+            return False
+        stop = lower.find(b"\r\n", at + 17)
+        value = head[at + 17 : stop if stop >= 0 else end].strip(b" \t")
+        code = head[9:12]
+        if (
+            not value.isdigit()
+            or int(value) != len(data) - end - 4
+            or not code.isdigit()
+            or head[12:13] != b" "
+            or code < b"200"
+            or code in (b"204", b"304")
+        ):
+            return False
+        client_req = req.client_req
+        client_req.status = int(code)
+        if not client_req.keep_alive:
+            tail = b"\r\nConnection: close\r\n\r\n"
+        elif client_req.version == "1.0":
+            tail = b"\r\nConnection: keep-alive\r\n\r\n"
+        else:
+            tail = b"\r\n\r\n"
+        req.client.origin_response(client_req, b"".join((head, tail, data[end + 4 :])))
+        self._complete(keep_alive=True)
+        return True
 
     def on_message_begin(self) -> None:
+        self.in_message = True
         self.reason = b""
         self.headers = []
         self.chunk_out = self.until_close = False
@@ -147,6 +205,7 @@ class OriginConnection(asyncio.Protocol):
     def _complete(self, keep_alive: bool) -> None:
         req = self.request
         self.request = None
+        self.in_message = False
         if req is not None:
             req.finished(close_client=not req.client_req.keep_alive)
         if keep_alive and not self.closed:
@@ -174,6 +233,23 @@ class OriginConnection(asyncio.Protocol):
 class OriginRequest:
     """One client request on its way to the origin."""
 
+    __slots__ = (
+        "aborted",
+        "chunked",
+        "client",
+        "client_req",
+        "conn",
+        "ended",
+        "got_bytes",
+        "head",
+        "head_only",
+        "origin",
+        "pending",
+        "pool",
+        "retried",
+        "sent_at",
+    )
+
     def __init__(
         self,
         pool: OriginPool,
@@ -195,16 +271,18 @@ class OriginRequest:
         self.got_bytes = False
         self.retried = False
         self.aborted = False
-        self.timer: asyncio.TimerHandle | None = None
-        self.sent_at = pool.loop.time()
+        self.sent_at = time.monotonic()
 
     def start(self) -> None:
         conn = self.pool.acquire(self.origin)
         if conn is not None:
-            self._attach(conn)
+            # A warm pooled connection: the head goes out now, in this event.
+            self.conn = conn
+            conn.request = self
+            self.pending = []
+            conn.transport.write(self.head)  # type: ignore[union-attr]
         else:
             self.pool.loop.create_task(self._connect())
-        self.timer = self.pool.loop.call_later(self.pool.response_timeout, self._timeout)
 
     async def _connect(self) -> None:
         try:
@@ -244,8 +322,7 @@ class OriginRequest:
             self.pending.append(data)
 
     def finished(self, close_client: bool) -> None:
-        self._cancel_timer()
-        self.client_req.origin_seconds = self.pool.loop.time() - self.sent_at
+        self.client_req.origin_seconds = time.monotonic() - self.sent_at
         self.client.origin_done(self.client_req, ok=True, close=close_client)
 
     def lost(self) -> None:
@@ -269,14 +346,14 @@ class OriginRequest:
         self._fail(502)
 
     def _fail(self, status: int) -> None:
-        self._cancel_timer()
         if self.got_bytes:
             self.client.origin_broken(self.client_req)
         else:
             self.client.origin_failed(self.client_req, status)
 
-    def _timeout(self) -> None:
-        self.timer = None
+    def timed_out(self) -> None:
+        """No complete response within the response timeout (the client connection's deadline,
+        checked by the worker's sweep)."""
         self.abort()
         if self.got_bytes:
             self.client.origin_broken(self.client_req)
@@ -285,15 +362,9 @@ class OriginRequest:
 
     def abort(self) -> None:
         self.aborted = True
-        self._cancel_timer()
         if self.conn is not None:
             self.conn.request = None
             self.conn.close()
-
-    def _cancel_timer(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
 
 
 def _response_timeout() -> float:
@@ -314,7 +385,7 @@ class OriginPool:
 
     @staticmethod
     def key(origin: Origin) -> tuple[Any, ...]:
-        return (origin.host, origin.port, origin.tls, origin.verify, origin.sni)
+        return origin.pool_key
 
     def request(
         self, origin: Origin, head: bytes, client: ClientConnection, client_req: Request
@@ -324,7 +395,7 @@ class OriginPool:
         return req
 
     def acquire(self, origin: Origin) -> OriginConnection | None:
-        stack = self.idle.get(self.key(origin))
+        stack = self.idle.get(origin.pool_key)
         while stack:
             conn = stack.pop()
             if not conn.closed:

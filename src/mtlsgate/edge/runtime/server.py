@@ -1,8 +1,14 @@
 """The edge worker's connections: TLS on memory BIOs, strict HTTP/1.1, rules, origin relay.
 
 Everything per connection and per request is driven by asyncio Protocol callbacks (no task or
-stream per request), HTTP framing is parsed by httptools (llhttp), and TLS is pyOpenSSL on memory
-BIOs. One worker process runs one event loop; several workers share the port (SO_REUSEPORT).
+stream per request), HTTP framing is parsed by httptools (llhttp), and TLS records go through a
+tls_engine session (OpenSSL called directly, or pyOpenSSL's public API as the fallback). One
+worker process runs one event loop; several workers share the port (SO_REUSEPORT).
+
+The per-request path is written for few Python calls (bench/README.md has the figures): bytes
+to send are collected during one event and encrypted and written once at its end; timeouts are
+deadlines a worker-wide sweep checks, not a timer per connection or request; the client
+certificate is parsed only when a field, header or log line needs it, once per connection.
 
 Requests on a connection are answered in order: while one is at the origin, later pipelined
 requests wait in a queue with their bodies buffered (bounded: reading pauses past the limit).
@@ -11,9 +17,9 @@ requests wait in a queue with their bodies buffered (bounded: reading pauses pas
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
 import logging
+import os
 import re
 import time
 from collections import deque
@@ -27,18 +33,19 @@ from OpenSSL import SSL
 from mtlsgate.edge.facts import RequestFacts
 from mtlsgate.edge.runtime.observe import Observer
 from mtlsgate.edge.runtime.origin import OriginPool, OriginRequest
+from mtlsgate.edge.runtime.tls_engine import DONE, WANT, Engine, select_engine
 from mtlsgate.edge.snapshot import HostProfile, Origin, Snapshot
-from mtlsgate.edge.tls import HandshakeState, verify_callback
+from mtlsgate.edge.tls import HandshakeState
 from mtlsgate.pki.client_auth import ClientCertFacts, Verdict
 
 log = logging.getLogger("mtlsgate.edge")
 
-# One TLS record's worth: pyOpenSSL allocates (and zeroes) a buffer of this size per call.
-READ_CHUNK = 16384
 MAX_QUEUED_BODY = 1024 * 1024
 MAX_HEADER_BYTES = 32 * 1024
 IDLE_TIMEOUT = 60.0
 HEADER_TIMEOUT = 15.0
+# How often the worker looks for connections past their deadline: timeouts fire up to this late.
+SWEEP_INTERVAL = 0.25
 
 # Request headers the edge sets itself: a client-sent copy never reaches the origin.
 HOP_BY_HOP = frozenset(
@@ -58,6 +65,8 @@ HOP_BY_HOP = frozenset(
 )
 SPOOFABLE_PREFIXES = (b"cf-", b"client-cert", b"x-forwarded-")
 SPOOFABLE = frozenset({b"client-cert", b"client-cert-chain", b"x-real-ip", b"forwarded"})
+# What the head of a forwarded request leaves out: the hop's own headers and the edge's.
+_DROPPED = HOP_BY_HOP | SPOOFABLE
 
 _REASONS = {
     400: b"Bad Request",
@@ -71,6 +80,9 @@ _REASONS = {
     503: b"Service Unavailable",
     504: b"Gateway Timeout",
 }
+_NO_CERT_HEADERS = (
+    b"cf-cert-presented: false\r\ncf-cert-verified: false\r\ncf-cert-revoked: false\r\n"
+)
 
 
 def simple_response(
@@ -94,7 +106,9 @@ class Request:
         "action",
         "body",
         "chunked",
+        "content_length",
         "done",
+        "expect_continue",
         "facts",
         "has_body",
         "headers",
@@ -110,7 +124,7 @@ class Request:
         "version",
     )
 
-    def __init__(self) -> None:
+    def __init__(self, started: float) -> None:
         self.url = b""
         self.headers: list[tuple[bytes, bytes]] = []
         self.method: bytes = b""
@@ -118,12 +132,14 @@ class Request:
         self.host: bytes = b""
         self.keep_alive: bool = True
         self.chunked: bool = False
+        self.content_length: bytes | None = None
+        self.expect_continue = False
         self.has_body: bool = False
         self.body: list[bytes] = []
         self.done = False
         self.origin: OriginRequest | None = None
         self.facts: RequestFacts | None = None
-        self.started = time.monotonic()
+        self.started = started
         self.status = 0
         self.rule_id = ""
         self.action = ""
@@ -131,27 +147,40 @@ class Request:
 
 
 class EdgeWorker:
-    """Per-process state: the current snapshot, the origin pool, counters."""
+    """Per-process state: the current snapshot, the TLS engine, the origin pool, counters."""
 
     def __init__(
-        self, snapshot: Snapshot, loop: asyncio.AbstractEventLoop, observer: Observer | None = None
+        self,
+        snapshot: Snapshot,
+        loop: asyncio.AbstractEventLoop,
+        observer: Observer | None = None,
+        engine: Engine | None = None,
     ) -> None:
-        self.snapshot = snapshot
+        self.engine = engine or select_engine()
+        log.info("edge TLS path: %s (pid %d)", self.engine.name, os.getpid())
         self.observer = observer or Observer(None, "local")
         self.loop = loop
         self.pool = OriginPool(loop)
         self.connections: set[ClientConnection] = set()
         self.reject_context = SSL.Context(SSL.TLS_SERVER_METHOD)
         self._ray = int(time.time() * 1000) & 0xFFFFFFFF
+        self.snapshot = snapshot
+        self.install(snapshot)
+        self._sweeper = loop.call_later(SWEEP_INTERVAL, self._sweep)
 
     def install(self, snapshot: Snapshot) -> None:
         """Swap the configuration: new handshakes and the next request of every open
         connection see it (a removed association must not keep authorising a connection)."""
+        profiles = [*snapshot.exact.values(), *snapshot.wildcard.values()]
+        if snapshot.default is not None:
+            profiles.append(snapshot.default)
+        for profile in profiles:
+            self.engine.prepare_context(profile.context, profile.mtls)
         self.snapshot = snapshot
 
-    def next_ray(self) -> str:
+    def next_ray(self) -> bytes:
         self._ray = (self._ray + 1) & 0xFFFFFFFFFFFF
-        return f"{self._ray:012x}"
+        return b"%012x" % self._ray
 
     def on_sni(self, conn: SSL.Connection) -> None:
         """Pick the host profile for the name the client asked for; unknown names fail the
@@ -165,150 +194,199 @@ class EdgeWorker:
             # (Raising here would only print a traceback from inside cffi.)
             conn.set_context(self.reject_context)
             return
-        state.profile = profile
         state.sni = name
+        if profile is state.profile:
+            return  # the context the connection started on (no SNI, or the default's name)
+        state.profile = profile
         conn.set_context(profile.context)
         # set_context switches certificate and trust store but not the verify mode.
-        if profile.mtls:
-            conn.set_verify(SSL.VERIFY_PEER, verify_callback)
-        else:
-            conn.set_verify(SSL.VERIFY_NONE)
+        self.engine.set_verify(conn, profile.mtls)
 
     def protocol_factory(self) -> ClientConnection:
         return ClientConnection(self)
 
+    def _sweep(self) -> None:
+        """Fire the deadlines that have passed (idle, header and origin-response timeouts)."""
+        now = self.loop.time()
+        self._sweeper = self.loop.call_later(SWEEP_INTERVAL, self._sweep)
+        for conn in [c for c in self.connections if c.deadline <= now]:
+            conn.timeout(now)
+
+    def close(self) -> None:
+        self._sweeper.cancel()
+
 
 class ClientConnection(asyncio.Protocol):
+    __slots__ = (
+        "__weakref__",
+        "_anchor",
+        "_cert",
+        "_facts",
+        "_fingerprint",
+        "_profile",
+        "_snapshot",
+        "active",
+        "cert_block",
+        "cert_block_version",
+        "closing",
+        "current",
+        "deadline",
+        "handshaken",
+        "head_raw",
+        "header_bytes",
+        "in_head",
+        "out",
+        "parser",
+        "peer",
+        "queue",
+        "session",
+        "state",
+        "transport",
+        "verdict",
+        "verdict_version",
+        "worker",
+    )
+
     def __init__(self, worker: EdgeWorker) -> None:
         self.worker = worker
         self.transport: asyncio.Transport | None = None
-        self.tls: SSL.Connection | None = None
+        self.session: Any = None
         self.state = HandshakeState()
         self.handshaken = False
         self.closing = False
         self.parser: httptools.HttpRequestParser | None = None
         self.current: Request | None = None
-        self.queue: deque[Request] = deque()
+        self.queue: deque[Request] | None = None
         self.active: Request | None = None
-        self.cert_facts: ClientCertFacts | None = None
-        self.peer_ip: Any = None
-        self.local_ip: Any = None
-        self.local_port: int = 0
+        # The client-certificate verdict; None on a hostname that does not ask for one.
+        self.verdict: Verdict | None = None
+        self._cert: tuple[Any, list[Any]] | None = None  # (leaf, chain), parsed on first use
+        self._facts: ClientCertFacts | None = None
+        self._fingerprint: str | None = None
+        self._anchor: bytes | None = None
+        self._snapshot: Snapshot | None = None  # the snapshot _profile was looked up in
+        self._profile: HostProfile | None = None
+        self.peer = ""  # the client's address as text
         self.header_bytes = 0
         # Between the end of one request and the end of the next one's head; raw bytes of it.
         self.in_head = True
         self.head_raw = 0
-        self.timer: asyncio.TimerHandle | None = None
-        self.timer_at = 0.0
         self.deadline = 0.0
+        self.out: list[bytes] = []  # plaintext to encrypt and send at the end of this event
         self.cert_block: bytes | None = None
         self.cert_block_version = -1
         self.verdict_version = -1
-        self.anchor: bytes | None = None
-        self.tls_version: str = ""
-        self.tls_cipher: str = ""
 
     # --- transport events ------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses, but behave as one.
         self.transport = cast(asyncio.Transport, transport)
-        peer = transport.get_extra_info("peername")
-        sock = transport.get_extra_info("sockname")
-        self.peer_ip = ipaddress.ip_address(peer[0]) if peer else ipaddress.ip_address("0.0.0.0")
-        if sock:
-            self.local_ip = ipaddress.ip_address(sock[0])
-            self.local_port = int(sock[1])
-        snapshot = self.worker.snapshot
+        worker = self.worker
+        snapshot = worker.snapshot
         initial = snapshot.default or next(iter(snapshot.exact.values()), None)
         if initial is None:
             transport.close()
             return
         self.state.profile = initial
-        tls = SSL.Connection(initial.context, None)
-        tls.set_accept_state()
-        tls.set_app_data(self.state)
-        self.tls = tls
-        self.worker.connections.add(self)
-        self._arm(HEADER_TIMEOUT)
+        self.session = worker.engine.new_session(initial.context, self.state)
+        worker.connections.add(self)
+        self.deadline = worker.loop.time() + HEADER_TIMEOUT
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
         self.worker.connections.discard(self)
-        if self.timer is not None:
-            self.timer.cancel()
-        if self.active is not None and self.active.origin is not None:
-            self.active.origin.abort()
+        if self.session is not None:
+            self.session.forget()
+        active = self.active
+        if active is not None and active.origin is not None:
+            active.origin.abort()
 
     def data_received(self, data: bytes) -> None:
-        tls = self.tls
-        if tls is None or self.closing:
+        session = self.session
+        if session is None or self.closing:
             return
-        tls.bio_write(data)
-        if not self.handshaken and not self._handshake():
-            return
-        while True:
-            try:
-                plain = tls.recv(READ_CHUNK)
-            except SSL.WantReadError:
-                break
-            except SSL.ZeroReturnError:
-                self._close()
+        if not self.handshaken:
+            status = session.handshake(data)
+            out = session.drain()
+            if out:
+                self.transport.write(out)  # type: ignore[union-attr]
+            if status != DONE:
+                if status != WANT:
+                    # A malformed ClientHello, an unknown hostname, a garbage record: this
+                    # connection only.
+                    self._close()
                 return
-            except SSL.Error:
-                self._close()
-                return
-            if not plain:
-                break
+            self._handshake_done()
+            data = b""  # records that came with the client's Finished are inside the session
+        plain = session.decrypt(data)
+        if plain:
             self._feed(plain)
-            if self.closing:
-                return
-        self._flush()
-
-    def _handshake(self) -> bool:
-        tls = self.tls
-        assert tls is not None
-        try:
-            tls.do_handshake()
-        except SSL.WantReadError:
-            self._flush()
-            return False
-        except SSL.Error:
-            # A malformed ClientHello, an unknown hostname, a garbage record: this
-            # connection only.
-            self._flush()
+        elif not session.eof:
+            # Records without application data (a KeyUpdate) may need an answer.
+            out = session.drain()
+            if out and self.transport is not None:
+                self.transport.write(out)
+        if self.out:
+            self.flush()
+        if session.eof:
             self._close()
-            return False
+
+    def _handshake_done(self) -> None:
         self.handshaken = True
+        worker = self.worker
         profile = self.state.profile
         assert profile is not None
-        self.tls_version = tls.get_protocol_version_name()
-        self.tls_cipher = tls.get_cipher_name() or ""
         if profile.mtls:
-            leaf = tls.get_peer_certificate(as_cryptography=True)
-            chain = tls.get_peer_cert_chain(as_cryptography=True) or []
-            verified = leaf is not None and self.state.called and self.state.error == 0
-            verdict = (
-                Verdict(presented=True, verified=True)
-                if verified
-                else Verdict.failed(self.state.error or 20, self.state.depth)
-                if leaf is not None
-                else Verdict(presented=False, verified=False)
-            )
-            self.cert_facts = ClientCertFacts(leaf, chain, verdict)
-            if verified:
-                # Remember which anchor vouched for the client: if a later configuration no
-                # longer trusts it, this connection stops being verified (see _recheck).
-                path = tls.get_verified_chain(as_cryptography=True) or []
-                if path:
-                    self.anchor = path[-1].fingerprint(hashes.SHA256())
-        self.verdict_version = self.worker.snapshot.version
-        self.worker.observer.handshake(
-            profile.hostname, self.cert_facts.verdict.status if self.cert_facts else "none"
+            self.verdict = self.session.verdict()
+        self.verdict_version = worker.snapshot.version
+        worker.observer.handshake(
+            profile.hostname, self.verdict.status if self.verdict is not None else "none"
         )
         self.parser = httptools.HttpRequestParser(self)
-        self._arm(IDLE_TIMEOUT)
-        return True
+        self.deadline = worker.loop.time() + IDLE_TIMEOUT
+
+    # --- what rules, headers and logs ask of the connection (computed once) -----------------
+
+    def client_facts(self) -> ClientCertFacts | None:
+        """The cf.tls_client_auth.* values; None where the hostname does not ask."""
+        verdict = self.verdict
+        if verdict is None:
+            return None
+        facts = self._facts
+        if facts is None or facts.verdict is not verdict:
+            cert = self._cert
+            if cert is None:
+                conn = self.session.conn
+                leaf = conn.get_peer_certificate(as_cryptography=True)
+                chain = conn.get_peer_cert_chain(as_cryptography=True) or []
+                cert = self._cert = (leaf, chain)
+            facts = self._facts = ClientCertFacts(cert[0], cert[1], verdict)
+        return facts
+
+    def fingerprint(self) -> str:
+        fp = self._fingerprint
+        if fp is None:
+            facts = self.client_facts()
+            fp = self._fingerprint = (
+                str(facts.get("cf.tls_client_auth.cert_fingerprint_sha256"))
+                if facts is not None
+                else ""
+            )
+        return fp
+
+    def peer_ip(self) -> Any:
+        return ipaddress.ip_address(self.peer)
+
+    def local_address(self) -> tuple[Any, int]:
+        sock = self.transport.get_extra_info("sockname") if self.transport is not None else None
+        if not sock:
+            return ipaddress.ip_address("0.0.0.0"), 0
+        return ipaddress.ip_address(sock[0]), int(sock[1])
+
+    def tls_info(self) -> tuple[str, str]:
+        conn = self.session.conn
+        return conn.get_protocol_version_name(), conn.get_cipher_name() or ""
 
     # --- HTTP parsing (httptools callbacks) ----------------------------------------------
 
@@ -342,14 +420,17 @@ class ClientConnection(asyncio.Protocol):
                 self._reject(431, b"request header fields too large\n")
 
     def on_message_begin(self) -> None:
-        self.current = Request()
+        self.current = Request(time.monotonic())
         self.header_bytes = 0
         self.in_head = True
-        self._arm(HEADER_TIMEOUT)
+        if self.active is None:
+            # (While a request is at the origin, its response deadline stands.)
+            self.deadline = self.worker.loop.time() + HEADER_TIMEOUT
 
     def on_url(self, url: bytes) -> None:
-        assert self.current is not None
-        self.current.url += url
+        req = self.current
+        assert req is not None
+        req.url += url
         self.header_bytes += len(url)
         if self.header_bytes > MAX_HEADER_BYTES:
             raise _Reject(431, b"request header fields too large\n")
@@ -361,14 +442,19 @@ class ClientConnection(asyncio.Protocol):
         if self.header_bytes > MAX_HEADER_BYTES:
             raise _Reject(431, b"request header fields too large\n")
         lname = name.lower()
-        if lname == b"host":
-            if req.host:
-                raise _Reject(400, b"more than one Host header\n")
-            req.host = value
-        elif lname == b"transfer-encoding":
-            if value.strip().lower() != b"chunked":
-                raise _Reject(501, b"only the chunked transfer coding is supported\n")
-            req.chunked = True
+        if lname in _DROPPED:
+            if lname == b"host":
+                if req.host:
+                    raise _Reject(400, b"more than one Host header\n")
+                req.host = value
+            elif lname == b"transfer-encoding":
+                if value.strip().lower() != b"chunked":
+                    raise _Reject(501, b"only the chunked transfer coding is supported\n")
+                req.chunked = True
+            elif lname == b"content-length":
+                req.content_length = value
+            elif lname == b"expect":
+                req.expect_continue = value.lower() == b"100-continue"
         req.headers.append((lname, value))
 
     def on_headers_complete(self) -> None:
@@ -377,24 +463,25 @@ class ClientConnection(asyncio.Protocol):
         assert req is not None and parser is not None
         self.in_head = False
         self.head_raw = 0
-        req.version = parser.get_http_version()
-        if req.version not in ("1.1", "1.0"):
-            raise _Reject(400, b"unsupported HTTP version\n")
-        if req.version == "1.1" and not req.host:
+        version = req.version = parser.get_http_version()
+        if version != "1.1":
+            if version != "1.0":
+                raise _Reject(400, b"unsupported HTTP version\n")
+            if req.chunked:
+                raise _Reject(400, b"chunked transfer coding in an HTTP/1.0 request\n")
+        elif not req.host:
             raise _Reject(400, b"missing Host header\n")
-        if req.version == "1.0" and req.chunked:
-            raise _Reject(400, b"chunked transfer coding in an HTTP/1.0 request\n")
         req.method = parser.get_method()
         req.keep_alive = parser.should_keep_alive()
         # llhttp has validated Content-Length by now (one, decimal): a bodiless request
         # answered at its head (a block) leaves the connection usable.
-        req.has_body = req.chunked or any(
-            n == b"content-length" and v.strip() not in (b"0", b"") for n, v in req.headers
-        )
-        self._arm(IDLE_TIMEOUT)
+        cl = req.content_length
+        req.has_body = req.chunked or (cl is not None and cl.strip() not in (b"0", b""))
         if self.active is None and not self.queue:
             self._start(req)
         else:
+            if self.queue is None:
+                self.queue = deque()
             self.queue.append(req)
 
     def on_body(self, body: bytes) -> None:
@@ -420,33 +507,50 @@ class ClientConnection(asyncio.Protocol):
 
     def _start(self, req: Request) -> None:
         self.active = req
+        if not self.peer:
+            # Asked here, not per connection: a connection without requests never needs it.
+            peer = self.transport.get_extra_info("peername") if self.transport else None
+            self.peer = peer[0] if peer else "0.0.0.0"
         snapshot = self.worker.snapshot
-        sni_profile = self.state.profile
-        assert sni_profile is not None
-        host = req.host.split(b":", 1)[0].decode("ascii", "replace").lower().rstrip(".")
-        # The profile is looked up again in the current snapshot: a change made while the
-        # connection is open applies to its next request.
-        profile = snapshot.lookup(self.state.sni or sni_profile.hostname)
+        if snapshot is self._snapshot:
+            profile = self._profile
+        else:
+            # The profile is looked up again in the current snapshot: a change made while the
+            # connection is open applies to its next request.
+            state = self.state
+            assert state.profile is not None
+            profile = snapshot.lookup(state.sni or state.profile.hostname)
+            self._snapshot, self._profile = snapshot, profile
         if profile is None:
             self._respond(req, simple_response(421, b"this hostname is no longer served\n"))
             return
-        if host and host != profile.hostname and profile.mtls:
-            # Another hostname's CA set must not be reachable through this handshake.
-            self._respond(req, simple_response(421, b"Host does not match the TLS server name\n"))
-            return
-        target = snapshot.lookup(host) if host and host != profile.hostname else profile
-        if target is None:
-            self._respond(req, simple_response(421, b"unknown hostname\n"))
-            return
-        if target is not profile and target.mtls:
-            # A handshake that never asked for (or judged against this host's CAs) a client
-            # certificate must not reach an mTLS hostname.
-            self._respond(req, simple_response(421, b"Host does not match the TLS server name\n"))
-            return
-        if self.cert_facts is not None and self.verdict_version != snapshot.version:
+        target = profile
+        raw_host = req.host
+        if raw_host and raw_host != profile.name_bytes:
+            host = raw_host.split(b":", 1)[0].decode("ascii", "replace").lower().rstrip(".")
+            if host and host != profile.hostname:
+                if profile.mtls:
+                    # Another hostname's CA set must not be reachable through this handshake.
+                    self._respond(
+                        req, simple_response(421, b"Host does not match the TLS server name\n")
+                    )
+                    return
+                target = snapshot.lookup(host)  # type: ignore[assignment]
+                if target is None:
+                    self._respond(req, simple_response(421, b"unknown hostname\n"))
+                    return
+                if target.mtls:
+                    # A handshake that never asked for (or judged against this host's CAs) a
+                    # client certificate must not reach an mTLS hostname.
+                    self._respond(
+                        req, simple_response(421, b"Host does not match the TLS server name\n")
+                    )
+                    return
+        if self.verdict_version != snapshot.version:
             self._recheck(target, snapshot.version)
-        facts = RequestFacts(self, req, target)
-        req.facts = facts
+        facts = req.facts = RequestFacts(self, req, target)
+        if raw_host is profile.name_bytes or raw_host == profile.name_bytes:
+            facts["http.host"] = profile.hostname  # what the provider would compute
         if target.log_rules is not None:
             logged = target.log_rules(facts)
             if logged >= 0:
@@ -463,11 +567,9 @@ class ClientConnection(asyncio.Protocol):
                     ctype = resp.content_type.encode() if resp is not None else b"text/plain"
                     self._respond(req, simple_response(status, body, ctype))
                     return
-        if not req.done and any(
-            n == b"expect" and v.lower() == b"100-continue" for n, v in req.headers
-        ):
+        if req.expect_continue and not req.done:
             # The edge accepts the body itself; the origin gets it without the Expect dance.
-            self._send(b"HTTP/1.1 100 Continue\r\n\r\n")
+            self.out.append(b"HTTP/1.1 100 Continue\r\n\r\n")
         origin = target.origin
         if target.origin_rules is not None:
             # Origin rules: the first matching route rule chooses host, port, Host header, SNI.
@@ -475,14 +577,17 @@ class ClientConnection(asyncio.Protocol):
             if route >= 0:
                 origin = target.origin_routes[route]
         head = self._origin_head(req, target, origin)
-        req.origin = self.worker.pool.request(origin, head, self, req)
-        for chunk in req.body:
-            req.origin.send_body(chunk)
-        req.body.clear()
+        worker = self.worker
+        self.deadline = worker.loop.time() + worker.pool.response_timeout
+        origin_req = req.origin = worker.pool.request(origin, head, self, req)
+        if req.body:
+            for chunk in req.body:
+                origin_req.send_body(chunk)
+            req.body.clear()
+            if self.transport is not None:
+                self.transport.resume_reading()
         if req.done:
-            req.origin.end_body()
-        if self.transport is not None:
-            self.transport.resume_reading()
+            origin_req.end_body()
 
     def _recheck(self, target: HostProfile, version: int) -> None:
         """The configuration changed since the handshake: a certificate verified against a CA
@@ -490,14 +595,23 @@ class ClientConnection(asyncio.Protocol):
         connection too. (A CA added later does not verify an open connection: it takes a new
         handshake.)"""
         self.verdict_version = version
-        facts = self.cert_facts
-        assert facts is not None
+        self.cert_block = None
+        verdict = self.verdict
+        if verdict is None:
+            return
         if not target.mtls:
             # The hostname no longer asks for certificates: the fields take their defaults.
-            self.cert_facts = None
-        elif facts.verdict.verified and self.anchor not in target.trust_fingerprints:
-            self.cert_facts = ClientCertFacts(facts.leaf, facts.chain, Verdict.failed(20, 0))
-        self.cert_block = None
+            self.verdict = None
+        elif verdict.verified and self._verifying_anchor() not in target.trust_fingerprints:
+            self.verdict = Verdict.failed(20, 0)
+
+    def _verifying_anchor(self) -> bytes | None:
+        """SHA-256 of the trust anchor that verified the client (the verified chain's top)."""
+        if self._anchor is None:
+            path = self.session.conn.get_verified_chain(as_cryptography=True) or []
+            if path:
+                self._anchor = path[-1].fingerprint(hashes.SHA256())
+        return self._anchor
 
     def _cert_header_block(self) -> bytes:
         """The encoded cf-cert-* headers: the same for every request of a connection under one
@@ -506,12 +620,15 @@ class ClientConnection(asyncio.Protocol):
         if self.cert_block is None or self.cert_block_version != version:
             from mtlsgate.pki.client_auth import managed_headers
 
-            assert self.cert_facts is not None
-            parts: list[bytes] = []
-            for name_s, value_s in managed_headers(self.cert_facts):
-                value = _CONTROL.sub(_escape_control, value_s.encode("latin-1", "replace"))
-                parts += [name_s.encode(), b": ", value, b"\r\n"]
-            self.cert_block = b"".join(parts)
+            facts = self.client_facts()
+            if facts is None:
+                self.cert_block = _NO_CERT_HEADERS
+            else:
+                parts: list[bytes] = []
+                for name_s, value_s in managed_headers(facts):
+                    value = _CONTROL.sub(_escape_control, value_s.encode("latin-1", "replace"))
+                    parts += [name_s.encode(), b": ", value, b"\r\n"]
+                self.cert_block = b"".join(parts)
             self.cert_block_version = version
         return self.cert_block
 
@@ -531,28 +648,25 @@ class ClientConnection(asyncio.Protocol):
             ops = profile.late_transform(req.facts) or None
         forwarded: list[bytes] = []
         for name, value in req.headers:
-            if name in HOP_BY_HOP or name in SPOOFABLE or name.startswith(SPOOFABLE_PREFIXES):
+            if name in _DROPPED or name.startswith(SPOOFABLE_PREFIXES):
                 if name == b"x-forwarded-for" and value.strip():
                     forwarded.append(value.strip())
                 continue
             if ops is not None and name in ops:
                 continue
             out += [name, b": ", value, b"\r\n"]
-        client_ip = str(self.peer_ip).encode()
+        client_ip = self.peer.encode()
         # Documented: a client's X-Forwarded-For (all of them, in order) is kept and the
         # client's address appended; origins that trust it must trust only the last entry.
-        xff = b", ".join([*forwarded, client_ip])
+        xff = b", ".join([*forwarded, client_ip]) if forwarded else client_ip
         if ops is None:
             out += [
                 b"X-Forwarded-For: ",
                 xff,
-                b"\r\n",
-                b"X-Forwarded-Proto: https\r\n",
-                b"CF-Connecting-IP: ",
+                b"\r\nX-Forwarded-Proto: https\r\nCF-Connecting-IP: ",
                 client_ip,
-                b"\r\n",
-                b"CF-Ray: ",
-                self.worker.next_ray().encode(),
+                b"\r\nCF-Ray: ",
+                self.worker.next_ray(),
                 b"\r\n",
             ]
         else:
@@ -563,36 +677,33 @@ class ClientConnection(asyncio.Protocol):
                 out.append(b"X-Forwarded-Proto: https\r\n")
             if b"cf-connecting-ip" not in ops:
                 out += [b"CF-Connecting-IP: ", client_ip, b"\r\n"]
-            out += [b"CF-Ray: ", self.worker.next_ray().encode(), b"\r\n"]
-        if profile.managed_cert_headers and self.cert_facts is not None:
+            out += [b"CF-Ray: ", self.worker.next_ray(), b"\r\n"]
+        if profile.managed_cert_headers:
             out.append(self._cert_header_block())
-        elif profile.managed_cert_headers:
-            out.append(
-                b"cf-cert-presented: false\r\ncf-cert-verified: false\r\ncf-cert-revoked: false\r\n"
-            )
-        if profile.client_cert_forwarding and self.cert_facts is not None:
-            # Access forwarding: only the connection's first request that reaches the origin.
-            out.append(profile.forwarding_headers(self, self.cert_facts))
+        if profile.client_cert_forwarding:
+            facts = self.client_facts()
+            if facts is not None:
+                # Access forwarding: only the connection's first request that reaches the origin.
+                out.append(profile.forwarding_headers(self, facts))
         if ops is not None:
             for op in ops.values():
                 if op is not None:
                     # Computed values may hold CR, LF or NUL: escaped as in the cf-cert-* headers.
                     out += [op[0], b": ", _CONTROL.sub(_escape_control, op[1]), b"\r\n"]
         if req.chunked:
-            out.append(b"Transfer-Encoding: chunked\r\n")
+            out.append(b"Transfer-Encoding: chunked\r\n\r\n")
+        elif req.content_length is not None:
+            out += [b"Content-Length: ", req.content_length, b"\r\n\r\n"]
         else:
-            cl = next((v for n, v in req.headers if n == b"content-length"), None)
-            if cl is not None:
-                out += [b"Content-Length: ", cl, b"\r\n"]
-        out.append(b"\r\n")
+            out.append(b"\r\n")
         return b"".join(out)
+
+    # --- the origin's side (called by origin.py; bytes are sent at the end of the event) ----
 
     def origin_response(self, req: Request, data: bytes) -> None:
         """Bytes of the origin's response, relayed as they arrive."""
-        if self.closing or self.tls is None:
-            return
-        self.tls.sendall(data)
-        self._flush()
+        if not self.closing:
+            self.out.append(data)
 
     def origin_done(self, req: Request, ok: bool, close: bool) -> None:
         """The origin's response is complete and relayed."""
@@ -604,94 +715,85 @@ class ClientConnection(asyncio.Protocol):
         """The origin failed before any byte of a response: answer for it."""
         body = b"origin timed out\n" if status == 504 else b"origin unreachable\n"
         self._respond(req, simple_response(status, body))
+        self.flush()
 
     def origin_broken(self, req: Request) -> None:
         """The origin failed in the middle of a response: the client cannot be told cleanly."""
+        self.flush()
         self._close()
 
-    def _send(self, payload: bytes) -> None:
-        if self.tls is not None and not self.closing:
-            self.tls.sendall(payload)
-            self._flush()
+    def flush(self) -> None:
+        """Encrypt and write what this event produced, in one TLS write and one send."""
+        out = self.out
+        if not out or self.closing:
+            out.clear()
+            return
+        data = out[0] if len(out) == 1 else b"".join(out)
+        out.clear()
+        cipher = self.session.encrypt(data)
+        if cipher and self.transport is not None:
+            self.transport.write(cipher)
 
     def _respond(self, req: Request, payload: bytes) -> None:
-        if self.tls is None or self.closing:
+        if self.closing:
             return
         req.status = int(payload[9:12])  # "HTTP/1.1 NNN": the edge's own answers
         if req.version == "1.0" and req.keep_alive:
             # An HTTP/1.0 client keeps the connection only when told so.
             payload = payload.replace(b"\r\n\r\n", b"\r\nConnection: keep-alive\r\n\r\n", 1)
-        self._send(payload)
+        self.out.append(payload)
         self._finish(req)
 
     def _finish(self, req: Request) -> None:
         self.active = None
-        self.worker.observer.request_done(self, req)
-        if not req.keep_alive:
-            self._close()
-            return
-        if not req.done and req.has_body:
+        worker = self.worker
+        worker.observer.request_done(self, req)
+        if not req.keep_alive or (not req.done and req.has_body):
             # Answered before its body arrived (a block): the rest of the body would be read
             # as the next request, so this connection ends here.
+            self.flush()
             self._close()
             return
+        # Waiting for the next request: its head has a shorter deadline once it has begun.
+        following = self.current is not req and self.current is not None and self.in_head
+        self.deadline = worker.loop.time() + (HEADER_TIMEOUT if following else IDLE_TIMEOUT)
         if self.queue:
             self._start(self.queue.popleft())
 
     def _reject(self, status: int, body: bytes) -> None:
         """A framing error: one answer, then the connection closes."""
-        if self.tls is not None and not self.closing:
-            self.tls.sendall(simple_response(status, body, close=True))
-            self._flush()
+        if not self.closing:
+            self.out.append(simple_response(status, body, close=True))
+            self.flush()
         self._close()
 
     # --- plumbing ------------------------------------------------------------------------
 
-    def _flush(self) -> None:
-        tls, transport = self.tls, self.transport
-        if tls is None or transport is None:
-            return
-        while True:
-            try:
-                out = tls.bio_read(READ_CHUNK)
-            except SSL.WantReadError:
-                return
-            if not out:
-                return
-            transport.write(out)
-
     def _close(self) -> None:
         if self.closing:
             return
+        if self.out:
+            self.flush()
         self.closing = True
-        if self.tls is not None:
-            with contextlib.suppress(SSL.Error):
-                self.tls.shutdown()
-            self._flush()
-        if self.transport is not None:
-            self.transport.close()
+        transport = self.transport
+        if self.session is not None and transport is not None:
+            out = self.session.shutdown()
+            if out:
+                transport.write(out)
+        if transport is not None:
+            transport.close()
 
-    def _arm(self, seconds: float) -> None:
-        """Move the connection's deadline. A later deadline only updates a float (the timer,
-        when it fires, sleeps the rest); only an earlier one needs a new timer."""
-        loop = self.worker.loop
-        self.deadline = loop.time() + seconds
-        if self.timer is None or self.deadline < self.timer_at:
-            if self.timer is not None:
-                self.timer.cancel()
-            self.timer_at = self.deadline
-            self.timer = loop.call_at(self.deadline, self._timeout)
-
-    def _timeout(self) -> None:
-        self.timer = None
-        now = self.worker.loop.time()
-        if now < self.deadline:
-            self.timer_at = self.deadline
-            self.timer = self.worker.loop.call_at(self.deadline, self._timeout)
-        elif self.active is None:
+    def timeout(self, now: float) -> None:
+        """The deadline passed: an idle or slow client is closed; a request waiting for its
+        origin gets 504 (or, mid-response, the connection closes)."""
+        active = self.active
+        if active is None:
             self._close()
+        elif active.origin is not None:
+            self.deadline = now + IDLE_TIMEOUT
+            active.origin.timed_out()
         else:
-            self._arm(IDLE_TIMEOUT)
+            self.deadline = now + IDLE_TIMEOUT
 
 
 # A certificate's names may hold CR, LF or NUL (RFC 4514 rendering leaves them raw): written

@@ -4,6 +4,7 @@ watcher that swaps snapshots, the heartbeat, and a graceful drain on SIGTERM."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import logging
 import os
@@ -17,7 +18,13 @@ from pathlib import Path
 import uvloop
 
 from mtlsgate.edge.builder import build_snapshot
-from mtlsgate.edge.runtime.config_sync import heartbeat, load_config
+from mtlsgate.edge.runtime.config_sync import (
+    POLL_INTERVAL,
+    VersionSource,
+    heartbeat,
+    load_config,
+    version_source,
+)
 from mtlsgate.edge.runtime.observe import Observer
 from mtlsgate.edge.runtime.server import EdgeWorker
 from mtlsgate.edge.tls import ServerIdentity
@@ -27,7 +34,6 @@ from mtlsgate.store.keystore import KeyStore
 
 log = logging.getLogger("mtlsgate.edge")
 
-POLL_INTERVAL = 0.2
 HEARTBEAT_INTERVAL = 2.0
 DRAIN_SECONDS = 10.0
 
@@ -44,10 +50,13 @@ def listen_socket(host: str, port: int) -> socket.socket:
 
 
 class ConfigWatcher:
-    """Polls the store's config version and installs a new snapshot when it changes.
+    """Watches the store's config version and installs a new snapshot when it changes.
 
-    Store reads run in a thread, so a slow database never stalls the connections of this loop.
-    A configuration that fails to build keeps the previous snapshot in place (and says so).
+    How the version is learnt is the `VersionSource`'s business (config_sync.version_source):
+    a cheap poll on the event loop every POLL_INTERVAL on SQLite, LISTEN/NOTIFY with a slow
+    safety-net poll on PostgreSQL. Building a configuration runs in a thread, so a slow database
+    never stalls the connections of this loop. A configuration that fails to build keeps the
+    previous snapshot in place (and says so).
     """
 
     def __init__(
@@ -58,6 +67,7 @@ class ConfigWatcher:
         worker: EdgeWorker,
         default_hostname: str | None,
         node_id: str,
+        source: VersionSource | None = None,
     ) -> None:
         self.store = store
         self.keystore = keystore
@@ -65,6 +75,7 @@ class ConfigWatcher:
         self.worker = worker
         self.default_hostname = default_hostname
         self.node_id = node_id
+        self.source = source if source is not None else version_source(store)
         self.identities: dict[str, ServerIdentity] = {}
         self.version = -1
         self.reported = -1
@@ -82,8 +93,8 @@ class ConfigWatcher:
         loop = asyncio.get_running_loop()
         while True:
             try:
-                current = await loop.run_in_executor(None, self.store.config_version)
-                if current != self.version:
+                current = await self.source.current()
+                if current is not None and current != self.version:
                     await loop.run_in_executor(None, self.build)
                     log.info("edge applied config version %d", self.version)
                 # The heartbeat is a write: at once when a new version is applied (propagation
@@ -96,7 +107,11 @@ class ConfigWatcher:
                     self.next_beat = loop.time() + HEARTBEAT_INTERVAL
             except Exception:
                 log.exception("edge configuration refresh failed; keeping the current one")
-            await asyncio.sleep(POLL_INTERVAL)
+            # Never less than POLL_INTERVAL, so a failing heartbeat cannot spin this loop.
+            await self.source.wait(max(POLL_INTERVAL, self.next_beat - loop.time()))
+
+    async def close(self) -> None:
+        await self.source.close()
 
 
 def run_worker(
@@ -189,6 +204,9 @@ async def _main(
             conn.transport.close()
     poller.cancel()
     flusher.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await poller
+    await watcher.close()
     observer.flush_log()
     observer.dump_metrics()
     worker.pool.close_all()
