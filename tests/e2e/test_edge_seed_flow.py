@@ -195,6 +195,25 @@ def test_seed_flow_through_the_edge(edge_gateway: tuple[Gateway, int], tmp_path:
     assert "mtlsgate_edge_rule_actions_total" in text
     assert "mtlsgate_edge_origin_latency_seconds_bucket" in text
 
+    # Recent request events, kept in the store for the dashboard: a sample, and exact counts.
+    deadline = time.monotonic() + 8
+    events: list[dict[str, object]] = []
+    totals: dict[str, object] = {}
+    with gw.http() as c:
+        while time.monotonic() < deadline:
+            r = c.get(f"/zones/{gw.zone_id}/mtls_events", params={"hostname": HOST})
+            assert r.status_code == 200, r.text
+            events = r.json()["result"]
+            totals = c.get(f"/zones/{gw.zone_id}/mtls_events/counts").json()["result"]["totals"]
+            if {"ok", "absent", "untrusted", "expired"} <= {e["mtls"] for e in events}:
+                break
+            time.sleep(0.3)
+    assert {"ok", "absent", "untrusted", "expired"} <= {e["mtls"] for e in events}, events
+    assert any(e["mtls"] == "ok" and e["status"] == 200 for e in events)
+    mtls_counts = totals["mtls"]
+    assert isinstance(mtls_counts, dict), totals
+    assert mtls_counts.get("ok", 0) >= 2 and mtls_counts.get("absent", 0) >= 2, totals
+
 
 def eventually_lines(gw: Gateway, at_least: int) -> list[dict[str, object]]:
     """The edge's JSON request lines from the serve log (the workers share its stderr)."""

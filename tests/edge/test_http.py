@@ -252,6 +252,8 @@ def test_spoofed_headers_never_reach_origin(edge: Edge) -> None:
         "X-Forwarded-Proto: http",
         "X-Real-IP: 6.6.6.6",
         "Forwarded: for=6.6.6.6",
+        "True-Client-IP: 6.6.6.6",
+        "X-CF-Worker: spoofed",
     )
     r = curl(edge, cert=edge.pki.good, headers=spoof)
     assert r.status == 200
@@ -266,7 +268,10 @@ def test_spoofed_headers_never_reach_origin(edge: Edge) -> None:
     assert seen["x-forwarded-for"] == "10.0.0.1, 127.0.0.1"
     assert seen["x-forwarded-proto"] == "https"
     assert seen["cf-cert-subject-dn"] != "CN=admin"
-    for gone in ("client-cert", "client-cert-chain", "x-real-ip", "forwarded"):
+    for gone in (
+        "client-cert", "client-cert-chain", "x-real-ip", "forwarded", "true-client-ip",
+        "x-cf-worker",
+    ):  # fmt: skip
         assert gone not in names
 
 

@@ -19,6 +19,7 @@ from mtlsgate.api.routes import (
     identity,
     managed_headers,
     mtls_certificates,
+    request_events,
     rulesets,
     zone_settings,
 )
@@ -124,6 +125,7 @@ def create_app(store: Store, keystore: KeyStore, metrics_dir: Path | None = None
         custom_certificates,
         managed_headers,
         access_settings,
+        request_events,
     ):
         app.include_router(module.router, prefix=API_PREFIX)
 

@@ -12,6 +12,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -292,3 +293,52 @@ class EdgeNode(Base):
     config_version: Mapped[int] = mapped_column(BigInteger, nullable=False)
     started_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
     heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+
+
+# SQLite only auto-numbers an INTEGER PRIMARY KEY (its rowid); PostgreSQL gets a BIGINT identity.
+_EVENT_ID = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class RequestEvent(Base):
+    """A sampled request the edge served: what the dashboard's "recent requests" list shows.
+
+    Written in batches by services/request_events.py, which keeps at most a fixed number per
+    zone (the newest by id). `zone_id` is resolved from the hostname when the batch is written
+    and is what readers are scoped by; no foreign key, so telemetry never blocks a zone change.
+    """
+
+    __tablename__ = "request_events"
+    __table_args__ = (Index("ix_request_events_zone_id", "zone_id", "id"),)
+    id: Mapped[int] = mapped_column(_EVENT_ID, primary_key=True, autoincrement=True)
+    zone_id: Mapped[str] = mapped_column(String(32), nullable=False)
+    node_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    ts_ms: Mapped[int] = mapped_column(BigInteger, nullable=False)  # Unix time, milliseconds
+    hostname: Mapped[str] = mapped_column(String(253), nullable=False)
+    client: Mapped[str] = mapped_column(String(64), nullable=False)
+    method: Mapped[str] = mapped_column(String(32), nullable=False)
+    uri: Mapped[str] = mapped_column(Text, nullable=False)
+    status: Mapped[int] = mapped_column(Integer, nullable=False)
+    mtls: Mapped[str] = mapped_column(String(32), nullable=False)
+    fingerprint: Mapped[str] = mapped_column(String(64), nullable=False)
+    rule: Mapped[str] = mapped_column(String(64), nullable=False)
+    action: Mapped[str] = mapped_column(String(32), nullable=False)
+    ms: Mapped[float] = mapped_column(Float, nullable=False)
+    origin_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class RequestEventCount(Base):
+    """Exact per-minute request counts (every request, not a sample): the dashboard's chart.
+
+    `minute` is the Unix time in seconds of the minute's start; rows older than the retention
+    are pruned by services/request_events.py.
+    """
+
+    __tablename__ = "request_event_counts"
+    __table_args__ = (Index("ix_request_event_counts_zone_minute", "zone_id", "minute"),)
+    minute: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    hostname: Mapped[str] = mapped_column(String(253), primary_key=True)
+    mtls: Mapped[str] = mapped_column(String(32), primary_key=True)
+    status: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    action: Mapped[str] = mapped_column(String(32), primary_key=True)
+    zone_id: Mapped[str] = mapped_column(String(32), nullable=False)
+    count: Mapped[int] = mapped_column(BigInteger, nullable=False)

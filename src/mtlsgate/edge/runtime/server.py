@@ -63,8 +63,11 @@ HOP_BY_HOP = frozenset(
         b"expect",
     }
 )
-SPOOFABLE_PREFIXES = (b"cf-", b"client-cert", b"x-forwarded-")
-SPOOFABLE = frozenset({b"client-cert", b"client-cert-chain", b"x-real-ip", b"forwarded"})
+# (As at Cloudflare, `cf-` and `x-cf-` names belong to the edge: see edge/header_policy.py.)
+SPOOFABLE_PREFIXES = (b"cf-", b"x-cf-", b"client-cert", b"x-forwarded-")
+SPOOFABLE = frozenset(
+    {b"client-cert", b"client-cert-chain", b"x-real-ip", b"true-client-ip", b"forwarded"}
+)
 # What the head of a forwarded request leaves out: the hop's own headers and the edge's.
 _DROPPED = HOP_BY_HOP | SPOOFABLE
 

@@ -29,6 +29,7 @@ from mtlsgate.edge.runtime.observe import Observer
 from mtlsgate.edge.runtime.server import EdgeWorker
 from mtlsgate.edge.tls import ServerIdentity
 from mtlsgate.pki.edge_ca import EdgeCA
+from mtlsgate.services.request_events import record_events
 from mtlsgate.store.db import Store
 from mtlsgate.store.keystore import KeyStore
 
@@ -133,8 +134,9 @@ def run_worker(
     uvloop.run(_main(data_dir, database_url, host, port, default_hostname, ready))
 
 
-async def _flush_observations(observer: Observer) -> None:
-    """Log lines every 200 ms, metrics every second."""
+async def _flush_observations(observer: Observer, store: Store, node_id: str) -> None:
+    """Log lines every 200 ms; metrics and the request-events sample every second."""
+    loop = asyncio.get_running_loop()
     tick = 0
     while True:
         await asyncio.sleep(0.2)
@@ -145,6 +147,21 @@ async def _flush_observations(observer: Observer) -> None:
                 observer.dump_metrics()
             except OSError:
                 log.exception("could not write metrics")
+            await _record_events(loop, observer, store, node_id)
+
+
+async def _record_events(
+    loop: asyncio.AbstractEventLoop, observer: Observer, store: Store, node_id: str
+) -> None:
+    """The newest requests (a sample) and exact per-minute counts into the store, where the
+    API (/zones/{zone_id}/mtls_events) and the dashboard read them."""
+    events, counts = observer.take_events()
+    if not events and not counts:
+        return
+    try:
+        await loop.run_in_executor(None, record_events, store, node_id, events, counts)
+    except Exception:  # the store may be briefly unavailable: the sample is dropped, not the edge
+        log.exception("could not record request events")
 
 
 def _die_with_parent() -> None:
@@ -180,7 +197,7 @@ async def _main(
     await loop.run_in_executor(None, watcher.build)
     server = await loop.create_server(worker.protocol_factory, sock=listen_socket(host, port))
     poller = loop.create_task(watcher.run())
-    flusher = loop.create_task(_flush_observations(observer))
+    flusher = loop.create_task(_flush_observations(observer, store, node_id))
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
@@ -209,5 +226,7 @@ async def _main(
     await watcher.close()
     observer.flush_log()
     observer.dump_metrics()
+    await _record_events(loop, observer, store, node_id)
+    worker.close()
     worker.pool.close_all()
     store.dispose()
