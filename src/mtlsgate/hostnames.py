@@ -16,13 +16,26 @@ from mtlsgate.errors import BadRequest
 INVALID_HOSTNAME = 1003
 HOSTNAME_NOT_IN_ZONE = 1004
 
-_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+# Used with fullmatch: `re.match` with `$` would accept a label ending in "\n".
+_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
+# C0/C1 controls, DEL, and the Unicode line and paragraph separators: never part of a hostname,
+# and refused before the surrounding spaces are stripped, so "api.example.com\n" is an error
+# rather than silently trimmed.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 def normalize_hostname(raw: object) -> str:
     """Return the canonical form of a hostname or raise BadRequest saying what is wrong."""
     if not isinstance(raw, str):
         raise BadRequest(f"hostname must be a string, got {raw!r}", code=INVALID_HOSTNAME)
+    control = _CONTROL.search(raw)
+    if control is not None:
+        raise BadRequest(
+            f"{raw!r} is not a valid hostname: it contains the control character "
+            f"{control.group()!r} (U+{ord(control.group()):04X}); newlines, tabs and other "
+            "control characters are not allowed anywhere in a hostname",
+            code=INVALID_HOSTNAME,
+        )
     name = raw.strip().rstrip(".").lower()
     if not name:
         raise BadRequest("hostname must not be empty", code=INVALID_HOSTNAME)
@@ -43,7 +56,7 @@ def normalize_hostname(raw: object) -> str:
                 f"{raw!r}: a wildcard may only be the whole leftmost label, as in *.example.com",
                 code=INVALID_HOSTNAME,
             )
-        if not _LABEL.match(label):
+        if not _LABEL.fullmatch(label):
             raise BadRequest(
                 f"{raw!r} is not a valid hostname: label {label!r} must be 1-63 letters, digits "
                 "or hyphens, not starting or ending with a hyphen",

@@ -18,7 +18,10 @@ INVALID_EMAIL_FORMAT = 6102
 INVALID_KEY_FORMAT = 6103
 INVALID_TOKEN = 9109
 
-_BEARER = re.compile(r"^Bearer ([A-Za-z0-9_\-]{1,200})$")
+# Used with fullmatch: `re.match` with `$` would accept a token ending in "\n".
+_BEARER = re.compile(r"Bearer ([A-Za-z0-9_\-]{1,200})")
+# Optional whitespace around a field value (RFC 9110 5.5): spaces and tabs, never a newline.
+_OWS = " \t"
 
 
 def principal_from_request(request: Request) -> Principal:
@@ -41,7 +44,7 @@ def principal_from_request(request: Request) -> Principal:
             code=MISSING_CREDENTIALS,
             status=400,
         )
-    match = _BEARER.match(header.strip())
+    match = _BEARER.fullmatch(header.strip(_OWS))
     if match is None:
         raise ApiError(
             "Invalid request headers",

@@ -11,8 +11,9 @@ from mtlsgate.api.envelope import NO_ROUTE, ROUTE_NOT_FOUND, ApiError
 from mtlsgate.store.db import Store
 from mtlsgate.store.keystore import KeyStore
 
-_HEX32 = re.compile(r"^[0-9a-f]{32}$")
-_UUID = re.compile(r"^[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}$")
+# Used with fullmatch: `re.match` with `$` would accept an id ending in "\n" (`%0A` in a path).
+_HEX32 = re.compile(r"[0-9a-f]{32}")
+_UUID = re.compile(r"[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}")
 
 
 def store_of(request: Request) -> Store:
@@ -36,7 +37,7 @@ def _bad_id(request: Request) -> ApiError:
 
 def path_hex_id(request: Request, value: str) -> str:
     """An account, zone or token id: 32 lowercase hex characters."""
-    if not _HEX32.match(value):
+    if not _HEX32.fullmatch(value):
         raise _bad_id(request)
     return value
 
@@ -44,7 +45,7 @@ def path_hex_id(request: Request, value: str) -> str:
 def path_uuid(request: Request, value: str) -> str:
     """An mTLS certificate id: a UUID, with or without dashes; returned in the 36-char form."""
     v = value.lower()
-    if not _UUID.match(v):
+    if not _UUID.fullmatch(v):
         raise _bad_id(request)
     h = v.replace("-", "")
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"

@@ -88,8 +88,7 @@ def build_context(
         b for b in identity.certificate_chain_pem.split("-----END CERTIFICATE-----") if b.strip()
     ]
     certs = [
-        x509.load_pem_x509_certificate((b + "-----END CERTIFICATE-----\n").encode())
-        for b in blocks
+        x509.load_pem_x509_certificate((b + "-----END CERTIFICATE-----\n").encode()) for b in blocks
     ]
     ctx.use_certificate(certs[0])
     for extra in certs[1:]:

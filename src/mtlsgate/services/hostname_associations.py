@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
@@ -20,16 +21,19 @@ UNKNOWN_CA = 1005
 NOT_A_CA = 1006
 MAX_HOSTNAMES = 1000
 
+# Used with fullmatch. `uuid.UUID` alone is too lenient for an id from a request: after the
+# `.strip()` this replaced, "<id>\n" was accepted, and int(..., 16) also takes "+" and "_".
+_CERT_ID = re.compile(r"[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}", re.I)
+
 
 def parse_certificate_id(value: str) -> str:
     """Canonical 36-character UUID; the 32-hex form newer schemas show is accepted too."""
-    try:
-        return str(uuid.UUID(value.strip()))
-    except (ValueError, AttributeError):
-        raise BadRequest(
-            f"mtls_certificate_id must be the id of an uploaded CA (a UUID), got {value!r}",
-            code=UNKNOWN_CA,
-        ) from None
+    if isinstance(value, str) and _CERT_ID.fullmatch(value.strip(" ")):
+        return str(uuid.UUID(value.strip(" ")))
+    raise BadRequest(
+        f"mtls_certificate_id must be the id of an uploaded CA (a UUID), got {value!r}",
+        code=UNKNOWN_CA,
+    )
 
 
 def _ca_for(session: Session, zone: Zone, mtls_certificate_id: str | None) -> tuple[str, str]:

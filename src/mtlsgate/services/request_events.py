@@ -51,7 +51,7 @@ CountKey = tuple[int, str, str, int, str]
 _EVENTS: Table = RequestEvent.__table__  # type: ignore[assignment]
 _COUNTS: Table = RequestEventCount.__table__  # type: ignore[assignment]
 _PRUNE_LOCK_KEY = 0x6D746C65  # "mtle": one node prunes events at a time on PostgreSQL
-_WORD = re.compile(r"^[a-z]{1,32}$")
+_WORD = re.compile(r"[a-z]{1,32}")
 
 
 def minute_of(ts: float) -> int:
@@ -385,7 +385,7 @@ def _mtls_filter(raw: str | Sequence[str] | None) -> list[str] | None:
         return None
     parts = raw.split(",") if isinstance(raw, str) else list(raw)
     values = [p.strip().lower() for p in parts if p.strip()]
-    bad = [v for v in values if not _WORD.match(v)]
+    bad = [v for v in values if not _WORD.fullmatch(v)]
     if bad or not values:
         raise BadRequest(
             f"mtls must be one or more comma-separated statuses such as ok, absent, untrusted, "
