@@ -1,10 +1,10 @@
 """What the edge tells the rest: one JSON line per request, and counters for /metrics.
 
-Per request the edge only appends a tuple and bumps counters (the request path pays for little);
-the lines are formatted and written together every 200 ms. Counters live in the worker and are
-written to DATA_DIR/metrics/<node>.json every second; the API's /metrics sums the files of all
-workers into Prometheus text. The newest records are also offered to the request-events store
-(`take_events`), as a bounded sample, with exact per-minute counts.
+Per request the edge only appends a tuple (the request path pays for little); the lines are
+formatted and written, and the counters updated, together every 200 ms. Counters live in the
+worker and are written to DATA_DIR/metrics/<node>.json every second; the API's /metrics sums
+the files of all workers into Prometheus text. The newest records are also offered to the
+request-events store (`take_events`), as a bounded sample, with exact per-minute counts.
 """
 
 from __future__ import annotations
@@ -52,26 +52,28 @@ class Observer:
         self.handshakes[(hostname, mtls_status)] += 1
 
     def request_done(self, conn: ClientConnection, req: Request) -> None:
+        # Only a tuple per request; counters are computed from the batch in flush_log().
         verdict = conn.verdict
-        mtls = verdict.status if verdict is not None else "none"
         facts = req.facts
-        host = facts.profile.hostname if facts is not None else (conn.state.sni or "")
-        action = req.action or "forward"
-        status = req.status
-        self.requests[(host, status, action)] += 1
-        if req.rule_id:
-            self.rules[(host, action, req.rule_id)] += 1
-        seconds = req.origin_seconds
-        if seconds is not None:
-            self.latency[host][bisect_left(LATENCY_BUCKETS, seconds)] += 1
-            self.latency_sum[host] += seconds
-        now = time.time()
         self.records.append(
-            (now, host, conn.peer, req.method, req.url, status, mtls,
-             conn.fingerprint() if verdict is not None else "", req.rule_id, action,
-             time.monotonic() - req.started, seconds)
+            (time.time(), facts.profile.hostname if facts is not None else (conn.state.sni or ""),
+             conn.peer, req.method, req.url, req.status,
+             verdict.status if verdict is not None else "none",
+             conn.fingerprint() if verdict is not None else "", req.rule_id,
+             req.action or "forward", time.monotonic() - req.started, req.origin_seconds)
         )  # fmt: skip
-        self.minute_counts[(int(now) // 60 * 60, host, mtls, status, action)] += 1
+
+    def _count(self, records: list[Record]) -> None:
+        requests, rules, minutes = self.requests, self.rules, self.minute_counts
+        latency, latency_sum = self.latency, self.latency_sum
+        for ts, host, _, _, _, status, mtls, _, rule, action, _, seconds in records:
+            requests[(host, status, action)] += 1
+            if rule:
+                rules[(host, action, rule)] += 1
+            if seconds is not None:
+                latency[host][bisect_left(LATENCY_BUCKETS, seconds)] += 1
+                latency_sum[host] += seconds
+            minutes[(int(ts) // 60 * 60, host, mtls, status, action)] += 1
 
     @staticmethod
     def format(r: Record) -> str:
@@ -98,6 +100,7 @@ class Observer:
         if not records:
             return
         self.records = []
+        self._count(records)
         fmt = self.format
         self.out.write("".join([fmt(r) + "\n" for r in records]))
         self.out.flush()

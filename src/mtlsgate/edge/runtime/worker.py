@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import gc
 import logging
 import os
 import signal
@@ -195,6 +196,8 @@ async def _main(
     worker = EdgeWorker(Snapshot(-1, {}), loop, observer)
     watcher = ConfigWatcher(store, keystore, edge_ca, worker, default_hostname, node_id)
     await loop.run_in_executor(None, watcher.build)
+    # What start-up created lives as long as the worker: out of the cyclic GC's way.
+    gc.freeze()
     server = await loop.create_server(worker.protocol_factory, sock=listen_socket(host, port))
     poller = loop.create_task(watcher.run())
     flusher = loop.create_task(_flush_observations(observer, store, node_id))
