@@ -44,6 +44,34 @@ database_option = click.option(
 )
 
 
+_SECONDS = click.FloatRange(min=0, min_open=True, max=3600)
+
+
+def timeout_options(f: Any) -> Any:
+    """The edge's timeouts (edge/timeouts.py has the defaults and why)."""
+    for flag, help_text in (
+        ("--idle-timeout", "Seconds a keep-alive connection may wait for its next request [60]."),
+        ("--header-timeout", "Seconds for a TLS handshake or a request head to arrive [15]."),
+        ("--origin-connect-timeout", "Seconds to connect to an origin [10]."),
+        ("--origin-timeout", "Seconds for an origin's whole response [60]."),
+    ):
+        f = click.option(flag, type=_SECONDS, default=None, help=help_text)(f)
+    return f
+
+
+def _timeouts(
+    idle: float | None, header: float | None, connect: float | None, origin: float | None
+) -> Any:
+    from mtlsgate.edge.timeouts import EdgeTimeouts
+
+    try:
+        return EdgeTimeouts.with_env(
+            idle=idle, header=header, origin_connect=connect, origin_response=origin
+        )
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
+
+
 def _emit(obj: Any) -> None:
     click.echo(json.dumps(obj))
 
@@ -146,6 +174,7 @@ def init(
     "--workers", type=click.IntRange(1, 256), default=None, help="Edge workers (CPU count)."
 )
 @click.option("--default-hostname", default=None, help="Profile for clients that send no SNI.")
+@timeout_options
 def serve(
     data_dir: Path | None,
     database_url: str | None,
@@ -154,6 +183,10 @@ def serve(
     no_edge: bool,
     workers: int | None,
     default_hostname: str | None,
+    idle_timeout: float | None,
+    header_timeout: float | None,
+    origin_connect_timeout: float | None,
+    origin_timeout: float | None,
 ) -> None:
     """Serve the API (and /healthz) and the edge workers until interrupted."""
     import uvicorn
@@ -161,9 +194,12 @@ def serve(
     from mtlsgate.api.app import create_app
 
     host, port = _listen(api_listen, "--api")
+    timeouts = _timeouts(idle_timeout, header_timeout, origin_connect_timeout, origin_timeout)
     settings, store, keystore = _open(data_dir, database_url)
     children = (
-        [] if no_edge else _start_edge_workers(settings, edge_listen, workers, default_hostname)
+        []
+        if no_edge
+        else _start_edge_workers(settings, edge_listen, workers, default_hostname, timeouts)
     )
     app = create_app(store, keystore, settings.data_dir / "metrics")
     log.info("API listening on http://%s:%d/client/v4 (data dir %s)", host, port, settings.data_dir)
@@ -179,17 +215,23 @@ def serve(
 @click.option("--edge", "edge_listen", default=DEFAULT_EDGE_LISTEN, show_default=True)
 @click.option("--workers", type=click.IntRange(1, 256), default=None)
 @click.option("--default-hostname", default=None)
+@timeout_options
 def edge(
     data_dir: Path | None,
     database_url: str | None,
     edge_listen: str,
     workers: int | None,
     default_hostname: str | None,
+    idle_timeout: float | None,
+    header_timeout: float | None,
+    origin_connect_timeout: float | None,
+    origin_timeout: float | None,
 ) -> None:
     """Run edge workers alone against a store (for a fleet on PostgreSQL)."""
+    timeouts = _timeouts(idle_timeout, header_timeout, origin_connect_timeout, origin_timeout)
     settings, store, _ = _open(data_dir, database_url)
     store.dispose()
-    children = _start_edge_workers(settings, edge_listen, workers, default_hostname)
+    children = _start_edge_workers(settings, edge_listen, workers, default_hostname, timeouts)
     try:
         while all(c.is_alive() for c in children):
             children[0].join(0.5)
@@ -254,7 +296,11 @@ def _listen(value: str, flag: str) -> tuple[str, int]:
 
 
 def _start_edge_workers(
-    settings: Settings, edge_listen: str, workers: int | None, default_hostname: str | None
+    settings: Settings,
+    edge_listen: str,
+    workers: int | None,
+    default_hostname: str | None,
+    timeouts: Any,
 ) -> list[Any]:
     import multiprocessing
     import resource
@@ -277,6 +323,7 @@ def _start_edge_workers(
         proc = ctx.Process(
             target=run_worker,
             args=(settings.data_dir, settings.database_url, host, port, default_hostname),
+            kwargs={"timeouts": timeouts},
             daemon=True,
         )
         proc.start()

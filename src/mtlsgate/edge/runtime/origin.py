@@ -7,7 +7,6 @@ ends, so the connection can go back to the pool (LIFO: the warmest connection fi
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import ssl
 import time
@@ -17,15 +16,12 @@ from typing import TYPE_CHECKING, Any, cast
 import httptools
 
 from mtlsgate.edge.snapshot import Origin
+from mtlsgate.edge.timeouts import EdgeTimeouts
 
 if TYPE_CHECKING:
     from mtlsgate.edge.runtime.server import ClientConnection, Request
 
 MAX_IDLE_PER_ORIGIN = 32
-CONNECT_TIMEOUT = 10.0
-RESPONSE_TIMEOUT = 60.0
-# Read when a worker (its OriginPool) starts; overrides RESPONSE_TIMEOUT (tests use ~1 s).
-RESPONSE_TIMEOUT_ENV = "MTLSGATE_EDGE_RESPONSE_TIMEOUT"
 # Requests without a body that may be sent again when a pooled connection turns out stale.
 RETRYABLE = frozenset({b"GET", b"HEAD", b"OPTIONS"})
 
@@ -131,8 +127,15 @@ class OriginConnection(asyncio.Protocol):
             tail = b"\r\nConnection: keep-alive\r\n\r\n"
         else:
             tail = b"\r\n\r\n"
-        req.client.origin_response(client_req, b"".join((head, tail, data[end + 4 :])))
-        self._complete(keep_alive=True)
+        client = req.client
+        if not client.closing:
+            client.out.append(b"".join((head, tail, data[end + 4 :])))
+        # As _complete, without the calls it makes on the way (this path runs per request).
+        self.request = None
+        client_req.origin_seconds = time.monotonic() - req.sent_at
+        client._finish(client_req)
+        if not self.closed:
+            self.pool.release(self)
         return True
 
     def on_message_begin(self) -> None:
@@ -286,7 +289,7 @@ class OriginRequest:
 
     async def _connect(self) -> None:
         try:
-            conn = await asyncio.wait_for(self.pool.connect(self.origin), CONNECT_TIMEOUT)
+            conn = await asyncio.wait_for(self.pool.connect(self.origin), self.pool.connect_timeout)
         except TimeoutError:
             self._fail(504)
             return
@@ -367,21 +370,13 @@ class OriginRequest:
             self.conn.close()
 
 
-def _response_timeout() -> float:
-    raw = os.environ.get(RESPONSE_TIMEOUT_ENV, "")
-    try:
-        value = float(raw) if raw else RESPONSE_TIMEOUT
-    except ValueError:
-        value = RESPONSE_TIMEOUT
-    return value if value > 0 else RESPONSE_TIMEOUT
-
-
 class OriginPool:
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, timeouts: EdgeTimeouts) -> None:
         self.loop = loop
         self.idle: dict[tuple[Any, ...], list[OriginConnection]] = {}
         self._tls: dict[bool, ssl.SSLContext] = {}
-        self.response_timeout = _response_timeout()
+        self.response_timeout = timeouts.origin_response
+        self.connect_timeout = timeouts.origin_connect
 
     @staticmethod
     def key(origin: Origin) -> tuple[Any, ...]:
@@ -391,6 +386,17 @@ class OriginPool:
         self, origin: Origin, head: bytes, client: ClientConnection, client_req: Request
     ) -> OriginRequest:
         req = OriginRequest(self, origin, head, client, client_req)
+        stack = self.idle.get(origin.pool_key)
+        while stack:
+            conn = stack.pop()
+            if not conn.closed:
+                # A warm pooled connection (LIFO): the head goes out now, in this event.
+                conn.used = True
+                req.conn = conn
+                conn.request = req
+                req.pending = []
+                conn.transport.write(head)  # type: ignore[union-attr]
+                return req
         req.start()
         return req
 

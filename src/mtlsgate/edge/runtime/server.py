@@ -35,6 +35,7 @@ from mtlsgate.edge.runtime.observe import Observer
 from mtlsgate.edge.runtime.origin import OriginPool, OriginRequest
 from mtlsgate.edge.runtime.tls_engine import DONE, WANT, Engine, select_engine
 from mtlsgate.edge.snapshot import HostProfile, Origin, Snapshot
+from mtlsgate.edge.timeouts import EdgeTimeouts
 from mtlsgate.edge.tls import HandshakeState
 from mtlsgate.pki.client_auth import ClientCertFacts, Verdict
 
@@ -42,8 +43,6 @@ log = logging.getLogger("mtlsgate.edge")
 
 MAX_QUEUED_BODY = 1024 * 1024
 MAX_HEADER_BYTES = 32 * 1024
-IDLE_TIMEOUT = 60.0
-HEADER_TIMEOUT = 15.0
 # How often the worker looks for connections past their deadline: timeouts fire up to this late.
 SWEEP_INTERVAL = 0.25
 
@@ -139,12 +138,16 @@ class EdgeWorker:
         loop: asyncio.AbstractEventLoop,
         observer: Observer | None = None,
         engine: Engine | None = None,
+        timeouts: EdgeTimeouts | None = None,
     ) -> None:
+        self.timeouts = timeouts or EdgeTimeouts.with_env()
+        self.idle_timeout = self.timeouts.idle
+        self.header_timeout = self.timeouts.header
         self.engine = engine or select_engine()
         log.info("edge TLS path: %s (pid %d)", self.engine.name, os.getpid())
         self.observer = observer or Observer(None, "local")
         self.loop = loop
-        self.pool = OriginPool(loop)
+        self.pool = OriginPool(loop, self.timeouts)
         self.connections: set[ClientConnection] = set()
         self.reject_context = SSL.Context(SSL.TLS_SERVER_METHOD)
         self._ray = int(time.time() * 1000) & 0xFFFFFFFF
@@ -275,7 +278,7 @@ class ClientConnection(asyncio.Protocol):
         self.state.profile = initial
         self.session = worker.engine.new_session(initial.context, self.state)
         worker.connections.add(self)
-        self.deadline = worker.loop.time() + HEADER_TIMEOUT
+        self.deadline = worker.loop.time() + worker.header_timeout
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
@@ -328,7 +331,7 @@ class ClientConnection(asyncio.Protocol):
             profile.hostname, self.verdict.status if self.verdict is not None else "none"
         )
         self.parser = httptools.HttpRequestParser(self)
-        self.deadline = worker.loop.time() + IDLE_TIMEOUT
+        self.deadline = worker.loop.time() + worker.idle_timeout
 
     # --- what rules, headers and logs ask of the connection (computed once) -----------------
 
@@ -409,7 +412,7 @@ class ClientConnection(asyncio.Protocol):
         self.in_head = True
         if self.active is None:
             # (While a request is at the origin, its response deadline stands.)
-            self.deadline = self.worker.loop.time() + HEADER_TIMEOUT
+            self.deadline = self.worker.loop.time() + self.worker.header_timeout
 
     def on_url(self, url: bytes) -> None:
         req = self.current
@@ -752,7 +755,9 @@ class ClientConnection(asyncio.Protocol):
             return
         # Waiting for the next request: its head has a shorter deadline once it has begun.
         following = self.current is not req and self.current is not None and self.in_head
-        self.deadline = worker.loop.time() + (HEADER_TIMEOUT if following else IDLE_TIMEOUT)
+        self.deadline = worker.loop.time() + (
+            worker.header_timeout if following else worker.idle_timeout
+        )
         if self.queue:
             self._start(self.queue.popleft())
 
@@ -786,10 +791,10 @@ class ClientConnection(asyncio.Protocol):
         if active is None:
             self._close()
         elif active.origin is not None:
-            self.deadline = now + IDLE_TIMEOUT
+            self.deadline = now + self.worker.idle_timeout
             active.origin.timed_out()
         else:
-            self.deadline = now + IDLE_TIMEOUT
+            self.deadline = now + self.worker.idle_timeout
 
 
 # A certificate's names may hold CR, LF or NUL (RFC 4514 rendering leaves them raw): written

@@ -28,6 +28,7 @@ from mtlsgate.edge.runtime.config_sync import (
 )
 from mtlsgate.edge.runtime.observe import Observer
 from mtlsgate.edge.runtime.server import EdgeWorker
+from mtlsgate.edge.timeouts import EdgeTimeouts
 from mtlsgate.edge.tls import ServerIdentity
 from mtlsgate.pki.edge_ca import EdgeCA
 from mtlsgate.services.request_events import record_events
@@ -123,6 +124,7 @@ def run_worker(
     port: int,
     default_hostname: str | None,
     ready: Callable[[], None] | None = None,
+    timeouts: EdgeTimeouts | None = None,
 ) -> None:
     """The body of one worker process."""
     _die_with_parent()
@@ -132,7 +134,7 @@ def run_worker(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("alembic").setLevel(logging.WARNING)
-    uvloop.run(_main(data_dir, database_url, host, port, default_hostname, ready))
+    uvloop.run(_main(data_dir, database_url, host, port, default_hostname, ready, timeouts))
 
 
 async def _flush_observations(observer: Observer, store: Store, node_id: str) -> None:
@@ -183,6 +185,7 @@ async def _main(
     port: int,
     default_hostname: str | None,
     ready: Callable[[], None] | None,
+    timeouts: EdgeTimeouts | None = None,
 ) -> None:
     loop = asyncio.get_running_loop()
     store = Store(database_url)
@@ -193,7 +196,7 @@ async def _main(
     from mtlsgate.edge.snapshot import Snapshot
 
     observer = Observer(data_dir / "metrics", node_id)
-    worker = EdgeWorker(Snapshot(-1, {}), loop, observer)
+    worker = EdgeWorker(Snapshot(-1, {}), loop, observer, timeouts=timeouts)
     watcher = ConfigWatcher(store, keystore, edge_ca, worker, default_hostname, node_id)
     await loop.run_in_executor(None, watcher.build)
     # What start-up created lives as long as the worker: out of the cyclic GC's way.
