@@ -110,10 +110,10 @@ class Observer:
         if len(events) > EVENT_SAMPLE:
             del events[:-EVENT_SAMPLE]
 
-    def take_events(self) -> tuple[list[dict[str, Any]], dict[tuple[int, str, str, int, str], int]]:
-        """The sampled records and the exact per-minute counts since the last call."""
-        events = [self.as_dict(r) for r in self.events]
-        counts = dict(self.minute_counts)
+    def take_events(self) -> tuple[list[Record], dict[tuple[int, str, str, int, str], int]]:
+        """The sampled records (as_dict() turns one into the store's event; done by the
+        caller, off the event loop) and the exact per-minute counts since the last call."""
+        events, counts = self.events, dict(self.minute_counts)
         self.events = []
         self.minute_counts = Counter()
         return events, counts

@@ -128,6 +128,9 @@ def run_worker(
 ) -> None:
     """The body of one worker process."""
     _die_with_parent()
+    # Store work runs in threads (request events, heartbeats): when one holds the GIL, the
+    # event loop waits up to the switch interval for it (5 ms by default, a visible p99).
+    sys.setswitchinterval(0.0005)
     logging.basicConfig(
         level=logging.INFO,
         stream=sys.stderr,
@@ -158,11 +161,15 @@ async def _record_events(
 ) -> None:
     """The newest requests (a sample) and exact per-minute counts into the store, where the
     API (/zones/{zone_id}/mtls_events) and the dashboard read them."""
-    events, counts = observer.take_events()
-    if not events and not counts:
+    records, counts = observer.take_events()
+    if not records and not counts:
         return
+
+    def record() -> None:
+        record_events(store, node_id, [Observer.as_dict(r) for r in records], counts)
+
     try:
-        await loop.run_in_executor(None, record_events, store, node_id, events, counts)
+        await loop.run_in_executor(None, record)
     except Exception:  # the store may be briefly unavailable: the sample is dropped, not the edge
         log.exception("could not record request events")
 

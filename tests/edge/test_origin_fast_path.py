@@ -1,0 +1,111 @@
+"""Which origin responses the edge relays without httptools (origin.py `_whole_response`):
+exactly one complete, simple HTTP/1.1 response per read. Every other shape must be left to
+httptools, which parses strictly and rebuilds the head (tests/edge/test_response_framing.py
+covers what the client then receives, on a real edge)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from mtlsgate.edge.runtime.origin import OriginConnection
+
+
+class _ClientReq:
+    keep_alive = True
+    version = "1.1"
+    status = 0
+    origin_seconds: float | None = None
+
+
+class _Client:
+    closing = False
+
+    def __init__(self) -> None:
+        self.out: list[bytes] = []
+        self.finished: list[Any] = []
+
+    def _finish(self, req: Any) -> None:
+        self.finished.append(req)
+
+
+class _Req:
+    def __init__(self, version: str = "1.1", keep_alive: bool = True) -> None:
+        self.client_req = _ClientReq()
+        self.client_req.version = version
+        self.client_req.keep_alive = keep_alive
+        self.client = _Client()
+        self.sent_at = 0.0
+
+
+class _Pool:
+    def __init__(self) -> None:
+        self.released: list[Any] = []
+
+    def release(self, conn: Any) -> None:
+        self.released.append(conn)
+
+
+def _origin() -> OriginConnection:
+    conn = OriginConnection.__new__(OriginConnection)
+    conn.pool = _Pool()  # type: ignore[assignment]
+    conn.closed = False
+    conn.request = None
+    return conn
+
+
+SIMPLE = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nhi"
+
+
+@pytest.mark.parametrize(
+    ("version", "keep_alive", "connection"),
+    [("1.1", True, b""), ("1.0", True, b"Connection: keep-alive\r\n"),
+     ("1.1", False, b"Connection: close\r\n")],
+)  # fmt: skip
+def test_a_simple_response_is_relayed_with_the_client_connection_header(
+    version: str, keep_alive: bool, connection: bytes
+) -> None:
+    origin, req = _origin(), _Req(version, keep_alive)
+    assert origin._whole_response(req, SIMPLE)  # type: ignore[arg-type]
+    head, body = SIMPLE.split(b"\r\n\r\n")
+    assert req.client.out == [head + b"\r\n" + connection + b"\r\n" + body]
+    assert req.client_req.status == 200 and req.client.finished == [req.client_req]
+    assert origin.pool.released == [origin]  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    "response",
+    [
+        # framing the edge must rebuild or that httptools must judge
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nhi",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\ncontent-length: x\r\n\r\nhi",
+        b"HTTP/1.1 200 OK\r\nContent-Length: +2\r\n\r\nhi",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhi",  # more to come
+        b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nhi",  # a byte too many
+        b"HTTP/1.1 200 OK\r\n\r\nhi",  # delimited by close
+        # hop-by-hop headers belong to each hop
+        b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nhi",
+        b"HTTP/1.1 200 OK\r\nKeep-Alive: timeout=5\r\nContent-Length: 2\r\n\r\nhi",
+        b"HTTP/1.1 200 OK\r\nUPGRADE: h2c\r\nContent-Length: 2\r\n\r\nhi",
+        # shapes that could split or confuse the client's head
+        b"HTTP/1.1 200 OK\r\nX: a\nY: b\r\nContent-Length: 2\r\n\r\nhi",
+        b"HTTP/1.1 200 OK\r\nX: a\rY: b\r\nContent-Length: 2\r\n\r\nhi",
+        b"HTTP/1.1 200 OK\r\nX: a\r\n b\r\nContent-Length: 2\r\n\r\nhi",
+        b"HTTP/1.1 200 OK\r\nContent-Length : 2\r\n\r\nhi",
+        b"HTTP/1.1 200 OK\r\nX: a\x00b\r\nContent-Length: 2\r\n\r\nhi",
+        b"HTTP/1.1 200 OK\r\nX: a\x01b\r\nContent-Length: 2\r\n\r\nhi",
+        # statuses without a body, interim ones, other versions
+        b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 304 Not Modified\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 100 Continue\r\n\r\n",
+        b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nhi",
+        b"HTTP/1.1 200\r\nContent-Length: 2\r\n\r\nhi",
+        b"HTTP/1.1 200 OK\r\nContent-Le",  # a partial head
+    ],
+)
+def test_anything_else_goes_to_httptools(response: bytes) -> None:
+    origin, req = _origin(), _Req()
+    assert not origin._whole_response(req, response)  # type: ignore[arg-type]
+    assert req.client.out == [] and req.client.finished == []
