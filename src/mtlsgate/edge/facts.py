@@ -25,7 +25,7 @@ class RequestFacts(dict[str, Any]):
     __slots__ = ("conn", "profile", "req")
 
     def __init__(self, conn: ClientConnection, req: Request, profile: HostProfile) -> None:
-        super().__init__()
+        # (dict's own __init__ is not called: with no arguments it has nothing to do.)
         self.conn = conn
         self.req = req
         self.profile = profile

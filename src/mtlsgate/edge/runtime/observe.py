@@ -24,6 +24,12 @@ from mtlsgate.metrics import LATENCY_BUCKETS
 if TYPE_CHECKING:
     from mtlsgate.edge.runtime.server import ClientConnection, Request
 
+_FIELDS = (
+    '{"ts":%.3f,"host":"%s","client":"%s","method":"%s","uri":%s,"status":%d,"mtls":"%s",'
+    '"fingerprint":"%s","rule":"%s","action":"%s","ms":%.2f'
+)
+_LINE = _FIELDS + "}\n"
+_LINE_ORIGIN = _FIELDS + ',"origin_ms":%.2f}\n'
 EVENT_SAMPLE = 200  # records offered to the events store per flush, at most
 
 # ts, host, client, method, uri, status, mtls, fingerprint, rule, action, total s, origin s
@@ -77,18 +83,17 @@ class Observer:
 
     @staticmethod
     def format(r: Record) -> str:
-        # Only the URI can hold characters JSON must escape: hostnames come from the
-        # configuration (ASCII), the client is an address, llhttp admits only token methods,
-        # and status words, fingerprints and rule ids are fixed alphabets.
-        line = (
-            f'{{"ts":{r[0]:.3f},"host":"{r[1]}","client":"{r[2]}","method":"'
-            f'{r[3].decode("latin-1")}","uri":{_quote(r[4].decode("latin-1")[:2048])},'
-            f'"status":{r[5]},"mtls":"{r[6]}","fingerprint":"{r[7]}","rule":"{r[8]}",'
-            f'"action":"{r[9]}","ms":{r[10] * 1000:.2f}'
-        )
-        if r[11] is not None:
-            return f'{line},"origin_ms":{r[11] * 1000:.2f}}}'
-        return line + "}"
+        """One JSON log line (with its newline). Only the URI can hold characters JSON must
+        escape: hostnames come from the configuration (ASCII), the client is an address, llhttp
+        admits only token methods, and status words, fingerprints and rule ids are fixed
+        alphabets. One %-format per line: the cheapest way Python has to build it."""
+        ts, host, client, method, uri, status, mtls, fp, rule, action, total, origin = r
+        uri_json = _quote(uri.decode("latin-1")[:2048])
+        if origin is None:
+            return _LINE % (ts, host, client, method.decode("latin-1"), uri_json, status, mtls,
+                            fp, rule, action, total * 1000)  # fmt: skip
+        return _LINE_ORIGIN % (ts, host, client, method.decode("latin-1"), uri_json, status,
+                               mtls, fp, rule, action, total * 1000, origin * 1000)  # fmt: skip
 
     @staticmethod
     def as_dict(r: Record) -> dict[str, Any]:
@@ -102,7 +107,7 @@ class Observer:
         self.records = []
         self._count(records)
         fmt = self.format
-        self.out.write("".join([fmt(r) + "\n" for r in records]))
+        self.out.write("".join([fmt(r) for r in records]))
         self.out.flush()
         # The newest ones are the sample the events store keeps.
         events = self.events
