@@ -195,8 +195,9 @@ def test_seed_flow_through_the_edge(edge_gateway: tuple[Gateway, int], tmp_path:
     assert "mtlsgate_edge_rule_actions_total" in text
     assert "mtlsgate_edge_origin_latency_seconds_bucket" in text
 
-    # Recent request events, kept in the store for the dashboard: a sample, and exact counts.
-    deadline = time.monotonic() + 8
+    # Recent request events, kept in the store for the dashboard: a sample, and exact counts
+    # (each worker writes them every 5 s).
+    deadline = time.monotonic() + 15
     events: list[dict[str, object]] = []
     totals: dict[str, object] = {}
     with gw.http() as c:

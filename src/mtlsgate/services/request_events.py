@@ -39,7 +39,8 @@ MAX_EVENTS_PER_ZONE = 10_000
 # process (plus one batch), exactly MAX_EVENTS_PER_ZONE right after a cut.
 PRUNE_EVERY = 1000
 COUNT_RETENTION_SECONDS = 7 * 86400
-# A caller passing more than this per call gets its newest ones stored (the edge sends ~200).
+# A caller passing more than this per call gets its newest ones stored (the edge sends at
+# most 500, every 5 s).
 MAX_EVENTS_PER_CALL = 1000
 MAX_PER_PAGE = 1000
 MAX_COUNT_ROWS = 10_000

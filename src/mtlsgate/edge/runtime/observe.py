@@ -30,7 +30,7 @@ _FIELDS = (
 )
 _LINE = _FIELDS + "}\n"
 _LINE_ORIGIN = _FIELDS + ',"origin_ms":%.2f}\n'
-EVENT_SAMPLE = 200  # records offered to the events store per flush, at most
+EVENT_SAMPLE = 500  # the newest records offered to the events store per write, at most
 
 # ts, host, client, method, uri, status, mtls, fingerprint, rule, action, total s, origin s
 Record = tuple[float, str, str, bytes, bytes, int, str, str, str, str, float, float | None]

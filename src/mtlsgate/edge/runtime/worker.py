@@ -140,8 +140,12 @@ def run_worker(
     uvloop.run(_main(data_dir, database_url, host, port, default_hostname, ready, timeouts))
 
 
+EVENTS_INTERVAL = 5.0  # seconds between request-event writes to the store
+
+
 async def _flush_observations(observer: Observer, store: Store, node_id: str) -> None:
-    """Log lines every 200 ms; metrics and the request-events sample every second."""
+    """Log lines every 200 ms, metrics every second, the request-events sample every
+    EVENTS_INTERVAL (a store write in a thread: rare, so it seldom delays a request)."""
     loop = asyncio.get_running_loop()
     tick = 0
     while True:
@@ -153,6 +157,7 @@ async def _flush_observations(observer: Observer, store: Store, node_id: str) ->
                 observer.dump_metrics()
             except OSError:
                 log.exception("could not write metrics")
+        if tick % int(EVENTS_INTERVAL / 0.2) == 0:
             await _record_events(loop, observer, store, node_id)
 
 
