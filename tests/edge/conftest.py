@@ -5,7 +5,8 @@ cert headers, also the default for clients without SNI), open.example.com (no mT
 down.example.com (origin port with nobody listening: 502), slow.example.com (an origin that
 accepts and never answers: 504 after the 1 s response timeout set for the test process) and
 xform.example.com (mTLS against `client_ca` without a block rule, late-transform header rules
-and Access certificate forwarding: edge_proc.TRANSFORM_RULES).
+and Access certificate forwarding: edge_proc.TRANSFORM_RULES), and *.wild.example.com (mTLS
+against `client_ca` with the same block rule as api.example.com, a wildcard profile).
 """
 
 from __future__ import annotations
@@ -131,7 +132,7 @@ class Pki:
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     tmp = tmp_path_factory.mktemp("edge-pki")
     edge_ca = openssl_root(tmp, cn="Edge Test CA")
-    sans = ",".join(f"DNS:{h}" for h in HOSTS)
+    sans = ",".join(f"DNS:{h}" for h in (*HOSTS, "*.wild.example.com"))
     edge = issue(tmp, edge_ca, cn="api.example.com", extensions=_SERVER_EXT.format(sans=sans))
     client_ca = openssl_root(tmp, cn="Client CA")
     other_ca = openssl_root(tmp, cn="Other CA")

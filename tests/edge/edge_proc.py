@@ -120,7 +120,16 @@ async def main(config: dict[str, Any]) -> None:
     )
     for name, port in config.get("extra_hosts", {}).items():
         hosts[name] = HostProfile(name, "z", pctx, False, Origin("127.0.0.1", int(port)))
-    worker = EdgeWorker(Snapshot(1, hosts, default=api), loop)
+    wild = HostProfile(
+        "*.wild.example.com",
+        "z",
+        mctx,
+        True,
+        origin,
+        compile_first_match([compile_expression("not cf.tls_client_auth.cert_verified")]),
+        (FirewallRule("r2", "block"),),
+    )
+    worker = EdgeWorker(Snapshot(1, hosts, {"wild.example.com": wild}, default=api), loop)
     server = await loop.create_server(worker.protocol_factory, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     print(f"ready {port} {echo_port}", flush=True)

@@ -133,3 +133,15 @@ def test_both_tls_versions_verify(edge: Edge, version: str) -> None:
         "-key", str(good.key_path), stdin=req,
     )  # fmt: skip
     assert b"HTTP/1.1 200" in out.stdout
+
+
+def test_wildcard_mtls_hostname_serves_its_names(edge: Edge) -> None:
+    # A wildcard profile (*.wild.example.com): the Host must match the SNI the client sent,
+    # not the profile's "*." name; another name under the wildcard is still a 421.
+    assert curl(edge, "a.wild.example.com", cert=edge.pki.good).status == 200
+    assert curl(edge, "a.wild.example.com").status == 403
+    assert curl(edge, "a.wild.example.com", cert=edge.pki.other_ca_leaf).status == 403
+    other_host = curl(
+        edge, "a.wild.example.com", cert=edge.pki.good, headers=("Host: b.wild.example.com",)
+    )
+    assert other_host.status == 421

@@ -37,6 +37,7 @@ class _Req:
         self.client_req.keep_alive = keep_alive
         self.client = _Client()
         self.sent_at = 0.0
+        self.ended = True  # the whole request (head and body) has gone to the origin
 
 
 class _Pool:
@@ -52,6 +53,7 @@ def _origin() -> OriginConnection:
     conn.pool = _Pool()  # type: ignore[assignment]
     conn.closed = False
     conn.request = None
+    conn.transport = None
     return conn
 
 
@@ -109,3 +111,14 @@ def test_anything_else_goes_to_httptools(response: bytes) -> None:
     origin, req = _origin(), _Req()
     assert not origin._whole_response(req, response)  # type: ignore[arg-type]
     assert req.client.out == [] and req.client.finished == []
+
+
+def test_an_answer_before_the_whole_body_is_sent_retires_the_origin_connection() -> None:
+    # The origin answered (say 413) while the client's body was still arriving: it still
+    # expects the rest, so the connection must not serve another request (the next one would
+    # be read as the end of this body: a desync an attacker could steer).
+    origin, req = _origin(), _Req()
+    req.ended = False
+    assert origin._whole_response(req, SIMPLE)  # type: ignore[arg-type]
+    assert req.client.out and req.client.finished == [req.client_req]
+    assert origin.pool.released == [] and origin.closed  # type: ignore[attr-defined]

@@ -28,7 +28,7 @@ FORGIVEN_ERRORS = frozenset({68})
 class HandshakeState:
     """One connection's handshake: the profile the SNI chose, and what the verify callback saw."""
 
-    __slots__ = ("called", "depth", "error", "profile", "sni")
+    __slots__ = ("called", "depth", "error", "profile", "sni", "version")
 
     def __init__(self) -> None:
         self.called = False
@@ -36,20 +36,22 @@ class HandshakeState:
         self.depth = 0
         self.profile: Any = None
         self.sni: str | None = None
+        self.version = -1  # the config version the profile (and so the trust set) came from
 
 
 def verify_callback(
     conn: SSL.Connection, _cert: crypto.X509, errno: int, depth: int, ok: int
 ) -> bool:
-    # Must never raise: an exception here would fail the handshake.
+    # Accepts (the handshake completes whatever the client sends; rules decide) and records.
+    # Should recording fail, the handshake fails instead: never a "verified" nobody checked.
     try:
         record = conn.get_app_data()
         if isinstance(record, HandshakeState):
             record.called = True
             if not ok and errno not in FORGIVEN_ERRORS and record.error == 0:
                 record.error, record.depth = errno, depth
-    except Exception:  # see above
-        pass
+    except Exception:
+        return False
     return True
 
 

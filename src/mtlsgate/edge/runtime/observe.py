@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from mtlsgate.edge.runtime.server import ClientConnection, Request
 
 _FIELDS = (
-    '{"ts":%.3f,"host":"%s","client":"%s","method":"%s","uri":%s,"status":%d,"mtls":"%s",'
+    '{"ts":%.3f,"host":%s,"client":"%s","method":"%s","uri":%s,"status":%d,"mtls":"%s",'
     '"fingerprint":"%s","rule":"%s","action":"%s","ms":%.2f'
 )
 _LINE = _FIELDS + "}\n"
@@ -62,7 +62,8 @@ class Observer:
         verdict = conn.verdict
         facts = req.facts
         self.records.append(
-            (time.time(), facts.profile.hostname if facts is not None else (conn.state.sni or ""),
+            # The host is the configuration's (never the client's SNI or Host header).
+            (time.time(), (facts.profile if facts is not None else conn.state.profile).hostname,
              conn.peer, req.method, req.url, req.status,
              verdict.status if verdict is not None else "none",
              conn.fingerprint() if verdict is not None else "", req.rule_id,
@@ -83,17 +84,18 @@ class Observer:
 
     @staticmethod
     def format(r: Record) -> str:
-        """One JSON log line (with its newline). Only the URI can hold characters JSON must
-        escape: hostnames come from the configuration (ASCII), the client is an address, llhttp
+        """One JSON log line (with its newline). The URI and the host are escaped (the host
+        comes from the configuration, but is escaped anyway); the client is an address, llhttp
         admits only token methods, and status words, fingerprints and rule ids are fixed
         alphabets. One %-format per line: the cheapest way Python has to build it."""
         ts, host, client, method, uri, status, mtls, fp, rule, action, total, origin = r
         uri_json = _quote(uri.decode("latin-1")[:2048])
+        verb = method.decode("latin-1")
         if origin is None:
-            return _LINE % (ts, host, client, method.decode("latin-1"), uri_json, status, mtls,
-                            fp, rule, action, total * 1000)  # fmt: skip
-        return _LINE_ORIGIN % (ts, host, client, method.decode("latin-1"), uri_json, status,
-                               mtls, fp, rule, action, total * 1000, origin * 1000)  # fmt: skip
+            return _LINE % (ts, _quote(host), client, verb, uri_json, status, mtls, fp, rule,
+                            action, total * 1000)  # fmt: skip
+        return _LINE_ORIGIN % (ts, _quote(host), client, verb, uri_json, status, mtls, fp, rule,
+                               action, total * 1000, origin * 1000)  # fmt: skip
 
     @staticmethod
     def as_dict(r: Record) -> dict[str, Any]:

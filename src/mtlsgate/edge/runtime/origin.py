@@ -135,8 +135,10 @@ class OriginConnection(asyncio.Protocol):
         self.request = None
         client_req.origin_seconds = time.monotonic() - req.sent_at
         client._finish(client_req)
-        if not self.closed:
+        if not self.closed and req.ended:  # (see _complete)
             self.pool.release(self)
+        else:
+            self.close()
         return True
 
     def on_message_begin(self) -> None:
@@ -212,7 +214,10 @@ class OriginConnection(asyncio.Protocol):
         self.in_message = False
         if req is not None:
             req.finished(close_client=not req.client_req.keep_alive)
-        if keep_alive and not self.closed:
+        # Back to the pool only when the origin has had the whole request: one answered before
+        # its body was all sent still waits for the rest, which must never be another
+        # client's request.
+        if keep_alive and not self.closed and req is not None and req.ended:
             self.pool.release(self)
         else:
             self.close()

@@ -45,6 +45,8 @@ MAX_QUEUED_BODY = 1024 * 1024
 MAX_HEADER_BYTES = 32 * 1024
 # How often the worker looks for connections past their deadline: timeouts fire up to this late.
 SWEEP_INTERVAL = 0.25
+# How long a closed connection may take to send what it still has before it is aborted.
+CLOSE_GRACE = 10.0
 
 # Request headers the edge sets itself: a client-sent copy never reaches the origin.
 HOP_BY_HOP = frozenset(
@@ -181,7 +183,8 @@ class EdgeWorker:
             # (Raising here would only print a traceback from inside cffi.)
             conn.set_context(self.reject_context)
             return
-        state.sni = name
+        state.sni = name.lower().rstrip(".") if name else None
+        state.version = self.snapshot.version
         if profile is state.profile:
             return  # the context the connection started on (no SNI, or the default's name)
         state.profile = profile
@@ -276,6 +279,7 @@ class ClientConnection(asyncio.Protocol):
             transport.close()
             return
         self.state.profile = initial
+        self.state.version = snapshot.version
         self.session = worker.engine.new_session(initial.context, self.state)
         worker.connections.add(self)
         self.deadline = worker.loop.time() + worker.header_timeout
@@ -326,7 +330,9 @@ class ClientConnection(asyncio.Protocol):
         assert profile is not None
         if profile.mtls:
             self.verdict = self.session.verdict()
-        self.verdict_version = worker.snapshot.version
+        # The version the trust set came from, not the current one: a change that landed during
+        # the handshake is re-checked on the first request (_recheck).
+        self.verdict_version = self.state.version
         worker.observer.handshake(
             profile.hostname, self.verdict.status if self.verdict is not None else "none"
         )
@@ -518,7 +524,9 @@ class ClientConnection(asyncio.Protocol):
         raw_host = req.host
         if raw_host and raw_host != profile.name_bytes:
             host = raw_host.split(b":", 1)[0].decode("ascii", "replace").lower().rstrip(".")
-            if host and host != profile.hostname:
+            # The Host must name what the handshake named (the SNI; without SNI the default
+            # hostname): on a wildcard profile that is the SNI, not the profile's "*." name.
+            if host and host != (self.state.sni or profile.hostname):
                 if profile.mtls:
                     # Another hostname's CA set must not be reachable through this handshake.
                     self._respond(
@@ -742,6 +750,11 @@ class ClientConnection(asyncio.Protocol):
         self.active = None
         worker = self.worker
         worker.observer.request_done(self, req)
+        if req.body:
+            # Answered at the edge with its body still buffered (reading may be paused for it).
+            req.body = ()
+            if self.transport is not None:
+                self.transport.resume_reading()
         # Break the request's reference cycles (facts ↔ request, origin request ↔ request) so
         # reference counting frees it now: left to the cyclic GC, per-request garbage made the
         # collector a visible share of a worker's CPU.
@@ -776,6 +789,9 @@ class ClientConnection(asyncio.Protocol):
         if self.out:
             self.flush()
         self.closing = True
+        # A peer that never reads would keep the transport (and its unsent bytes) forever:
+        # the sweep aborts it after CLOSE_GRACE.
+        self.deadline = self.worker.loop.time() + CLOSE_GRACE
         transport = self.transport
         if self.session is not None and transport is not None:
             out = self.session.shutdown()
@@ -788,7 +804,11 @@ class ClientConnection(asyncio.Protocol):
         """The deadline passed: an idle or slow client is closed; a request waiting for its
         origin gets 504 (or, mid-response, the connection closes)."""
         active = self.active
-        if active is None:
+        if self.closing:
+            self.worker.connections.discard(self)
+            if self.transport is not None:
+                self.transport.abort()
+        elif active is None:
             self._close()
         elif active.origin is not None:
             self.deadline = now + self.worker.idle_timeout

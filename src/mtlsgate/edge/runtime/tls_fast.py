@@ -40,8 +40,8 @@ _SSL_IDX = _lib.SSL_get_ex_data_X509_STORE_CTX_idx()
 
 
 def _raw_verify(ok: int, store: Any) -> int:
-    # Called by OpenSSL for every chain element; must never raise and always accept (the
-    # handshake completes whatever the client sends: rules decide).
+    # Called by OpenSSL for every chain element; must never raise. It accepts (the handshake
+    # completes whatever the client sends: rules decide) once the failure is recorded.
     if ok:
         return 1
     try:
@@ -53,8 +53,8 @@ def _raw_verify(ok: int, store: Any) -> int:
                 _FAILURES[key] = (error, _lib.X509_STORE_CTX_get_error_depth(store))
         # As pyOpenSSL's wrapper does when its callback accepts: the chain is taken as valid.
         _lib.X509_STORE_CTX_set_error(store, _lib.X509_V_OK)
-    except Exception:  # see above
-        pass
+    except Exception:
+        return 0  # could not record the failure: fail the handshake, never "verified"
     return 1
 
 
