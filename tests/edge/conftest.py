@@ -36,6 +36,7 @@ HOSTS = (
     "down.example.com",
     "slow.example.com",
     "xform.example.com",
+    "big.example.com",
 )
 _n = itertools.count(1)
 
@@ -186,6 +187,48 @@ class Blackhole:
             conn.close()
 
 
+BIG_BODY = 32 * 1024 * 1024
+
+
+class BigOrigin:
+    """An origin whose every answer is a BIG_BODY-byte body (with Content-Length)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        chunk = b"x" * 65536
+        with conn:
+            try:
+                while True:
+                    head = b""
+                    while b"\r\n\r\n" not in head:
+                        data = conn.recv(65536)
+                        if not data:
+                            return
+                        head += data
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % BIG_BODY)
+                    for _ in range(BIG_BODY // len(chunk)):
+                        conn.sendall(chunk)
+            except OSError:
+                return
+
+    def close(self) -> None:
+        self.sock.close()
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -211,6 +254,7 @@ def edge(
     direct-OpenSSL path (the process fails to start otherwise), `public` is the fallback."""
     tmp = tmp_path_factory.mktemp("edge-proc")
     hole = Blackhole()
+    big = BigOrigin()
     chain = tmp / "edge-chain.pem"
     chain.write_text(pki.edge.cert_pem + pki.edge_ca.cert_pem)
     config = tmp / "config.json"
@@ -220,7 +264,11 @@ def edge(
                 "edge_chain": str(chain),
                 "edge_key": str(pki.edge.key_path),
                 "client_ca": str(pki.client_ca.cert_path),
-                "extra_hosts": {"down.example.com": _free_port(), "slow.example.com": hole.port},
+                "extra_hosts": {
+                    "down.example.com": _free_port(),
+                    "slow.example.com": hole.port,
+                    "big.example.com": big.port,
+                },
             }
         )
     )
@@ -255,6 +303,7 @@ def edge(
             proc.wait()
         log.close()
         hole.close()
+        big.close()
         stderr = (tmp / "edge.log").read_text()
         if "Traceback" in stderr:
             print("edge process stderr:\n" + stderr)

@@ -371,3 +371,39 @@ def test_control_characters_in_cert_names_cannot_inject_headers(edge: Edge, tmp_
     # The name still reaches the origin, its control characters escaped.
     seen = {k.lower(): v for k, v in headers}
     assert "evil\\0D\\0AX-Injected: yes" in seen["cf-cert-subject-dn"]
+
+
+def _rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def test_a_slow_reader_is_not_buffered_in_the_worker(edge: Edge) -> None:
+    # A 32 MiB response to a client that reads slowly: the edge stops reading the origin while
+    # the client's socket is full (backpressure), so the worker's memory does not take the
+    # response; and the client still gets every byte.
+    from tests.edge.conftest import BIG_BODY
+
+    with tls_socket(edge, "big.example.com") as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: big.example.com\r\n\r\n")
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += sock.recv(65536)
+        head, _, got = head.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200")
+        # Not reading for a while (under the test edge's 1 s origin timeout): the origin could
+        # have sent it all by now.
+        time.sleep(0.7)
+        grown = _rss_kib(edge.proc.pid)
+        received = len(got)
+        while received < BIG_BODY:
+            chunk = sock.recv(1 << 20)
+            assert chunk, f"closed after {received} bytes"
+            received += len(chunk)
+        assert received == BIG_BODY
+    baseline = _rss_kib(edge.proc.pid)
+    # Without backpressure the worker held most of the 32 MiB while the client slept.
+    assert grown - baseline < 12 * 1024, (grown, baseline)

@@ -79,6 +79,9 @@ class OriginConnection(asyncio.Protocol):
             return
         req.got_bytes = True
         client = req.client
+        # The origin timeout runs between reads, as nginx's proxy_read_timeout: a long response
+        # that keeps coming is not cut.
+        client.deadline = self.pool.loop.time() + self.pool.response_timeout
         if not self.in_message and not req.head_only and self._whole_response(req, data):
             client.flush()
             return

@@ -213,6 +213,7 @@ class ClientConnection(asyncio.Protocol):
         "_cert",
         "_facts",
         "_fingerprint",
+        "_paused_origin",
         "_profile",
         "_snapshot",
         "active",
@@ -254,6 +255,7 @@ class ClientConnection(asyncio.Protocol):
         self._facts: ClientCertFacts | None = None
         self._fingerprint: str | None = None
         self._anchor: bytes | None = None
+        self._paused_origin: Any = None  # the origin connection pause_writing() stopped
         self._snapshot: Snapshot | None = None  # the snapshot _profile was looked up in
         self._profile: HostProfile | None = None
         self.peer = ""  # the client's address as text
@@ -782,6 +784,24 @@ class ClientConnection(asyncio.Protocol):
         self._close()
 
     # --- plumbing ------------------------------------------------------------------------
+
+    def pause_writing(self) -> None:
+        """The client reads slower than the origin answers (its socket buffer is full): stop
+        reading the origin, so a response waits in the origin's socket, not in the worker."""
+        active = self.active
+        origin = active.origin.conn if active is not None and active.origin is not None else None
+        if origin is not None and origin.transport is not None and not origin.closed:
+            origin.transport.pause_reading()
+            self._paused_origin = origin
+
+    def resume_writing(self) -> None:
+        origin = self._paused_origin
+        self._paused_origin = None
+        if self.active is not None:
+            # The client is reading again: progress, as an origin read is.
+            self.deadline = self.worker.loop.time() + self.worker.pool.response_timeout
+        if origin is not None and origin.transport is not None and not origin.closed:
+            origin.transport.resume_reading()
 
     def _close(self) -> None:
         if self.closing:
