@@ -37,6 +37,7 @@ HOSTS = (
     "slow.example.com",
     "xform.example.com",
     "big.example.com",
+    "sink.example.com",
 )
 _n = itertools.count(1)
 
@@ -188,6 +189,7 @@ class Blackhole:
 
 
 BIG_BODY = 32 * 1024 * 1024
+SINKS: list[SlowSink] = []  # the running edge's slow-reading origin (the latest one)
 
 
 class BigOrigin:
@@ -229,6 +231,65 @@ class BigOrigin:
         self.sock.close()
 
 
+class SlowSink:
+    """An origin that reads request bodies slowly (64 KiB per 50 ms) until `fast` is set, then
+    at full speed, and answers with the number of body bytes it read."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.fast = threading.Event()
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        import time
+
+        with conn:
+            try:
+                head = b""
+                while b"\r\n\r\n" not in head:
+                    data = conn.recv(4096)
+                    if not data:
+                        return
+                    head += data
+                head, _, body = head.partition(b"\r\n\r\n")
+                length = int(re_content_length(head))
+                got = len(body)
+                while got < length:
+                    if not self.fast.is_set():
+                        time.sleep(0.05)
+                    data = conn.recv(65536 if not self.fast.is_set() else 1 << 20)
+                    if not data:
+                        return
+                    got += len(data)
+                answer = str(got).encode()
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s"
+                             % (len(answer), answer))  # fmt: skip
+            except OSError:
+                return
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def re_content_length(head: bytes) -> bytes:
+    for line in head.split(b"\r\n"):
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return value.strip()
+    return b"0"
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -255,6 +316,8 @@ def edge(
     tmp = tmp_path_factory.mktemp("edge-proc")
     hole = Blackhole()
     big = BigOrigin()
+    sink = SlowSink()
+    SINKS.append(sink)
     chain = tmp / "edge-chain.pem"
     chain.write_text(pki.edge.cert_pem + pki.edge_ca.cert_pem)
     config = tmp / "config.json"
@@ -268,6 +331,7 @@ def edge(
                     "down.example.com": _free_port(),
                     "slow.example.com": hole.port,
                     "big.example.com": big.port,
+                    "sink.example.com": sink.port,
                 },
             }
         )
@@ -304,6 +368,7 @@ def edge(
         log.close()
         hole.close()
         big.close()
+        sink.close()
         stderr = (tmp / "edge.log").read_text()
         if "Traceback" in stderr:
             print("edge process stderr:\n" + stderr)

@@ -407,3 +407,37 @@ def test_a_slow_reader_is_not_buffered_in_the_worker(edge: Edge) -> None:
     baseline = _rss_kib(edge.proc.pid)
     # Without backpressure the worker held most of the 32 MiB while the client slept.
     assert grown - baseline < 12 * 1024, (grown, baseline)
+
+
+def test_a_slow_origin_does_not_make_the_worker_hold_an_upload(edge: Edge) -> None:
+    # A 32 MiB upload to an origin that reads slowly: the edge stops reading the client while
+    # the origin's socket is full (backpressure), so the body waits in the client's socket,
+    # not in the worker; once the origin reads fast, every byte arrives.
+    from tests.edge.conftest import BIG_BODY, SINKS
+
+    sink = SINKS[-1]
+    sink.fast.clear()
+    baseline = _rss_kib(edge.proc.pid)
+    with tls_socket(edge, "sink.example.com") as sock:
+        sock.sendall(
+            b"POST /up HTTP/1.1\r\nHost: sink.example.com\r\nContent-Length: %d\r\n\r\n" % BIG_BODY
+        )
+        sent = {"n": 0}
+
+        def upload() -> None:
+            chunk = b"u" * (1 << 20)
+            for _ in range(BIG_BODY // len(chunk)):
+                sock.sendall(chunk)
+                sent["n"] += len(chunk)
+
+        import threading
+
+        t = threading.Thread(target=upload, daemon=True)
+        t.start()
+        time.sleep(0.8)  # the origin has read ~1 MiB; the client wants to send 32
+        during = _rss_kib(edge.proc.pid)
+        sink.fast.set()
+        t.join(30)
+        status, _, body = read_response(sock)
+    assert status == 200 and int(body) == BIG_BODY
+    assert during - baseline < 12 * 1024, (during, baseline, sent["n"])

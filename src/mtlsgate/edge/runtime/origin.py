@@ -67,6 +67,7 @@ class OriginConnection(asyncio.Protocol):
         self.chunk_out = False  # re-chunk the body for an HTTP/1.1 client
         self.until_close = False  # the body ends when the origin closes
         self.in_message = False  # httptools holds part of a response
+        self.paused_client: ClientConnection | None = None  # see pause_writing
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses, but behave as one.
@@ -96,6 +97,21 @@ class OriginConnection(asyncio.Protocol):
                 self.close()
         # What this read produced for the client goes out in one TLS write and one send.
         client.flush()
+
+    def pause_writing(self) -> None:
+        """The origin reads a request body slower than the client sends it: stop reading the
+        client, so the body waits in the client's socket, not in the worker's memory."""
+        req = self.request
+        client = req.client if req is not None else None
+        if client is not None and not client.closing and client.transport is not None:
+            client.transport.pause_reading()
+            self.paused_client = client
+
+    def resume_writing(self) -> None:
+        client = self.paused_client
+        self.paused_client = None
+        if client is not None and not client.closing and client.transport is not None:
+            client.transport.resume_reading()
 
     def _whole_response(self, req: OriginRequest, data: bytes) -> bool:
         """The common case without httptools: one read holding one complete response whose
