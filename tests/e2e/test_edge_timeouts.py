@@ -4,48 +4,26 @@ values are refused before anything starts."""
 
 from __future__ import annotations
 
+import os
 import socket
 import ssl
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.edge.conftest import Blackhole
 from tests.harness import MTLSGATE, Gateway, free_port, init_gateway
 
 HOST = "api.example.com"
 
 
-class Silent:
-    """An origin that accepts connections and never answers."""
-
-    def __init__(self) -> None:
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        self.held: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.held.append(conn)
-
-    def close(self) -> None:
-        self.sock.close()
-        for c in self.held:
-            c.close()
-
-
 @pytest.fixture
 def timed_edge(tmp_path: Path) -> Iterator[tuple[Gateway, int]]:
     gw = init_gateway(tmp_path / "data", None, zones=("example.com",))
-    silent = Silent()
+    silent = Blackhole()
     edge_port = free_port()
     gw.start(
         edge=[
@@ -124,3 +102,16 @@ def test_bad_timeouts_are_refused(tmp_path: Path, value: str) -> None:
     )  # fmt: skip
     assert out.returncode == 2
     assert "--idle-timeout" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_a_bad_tls_path_choice_is_refused(tmp_path: Path) -> None:
+    gw = init_gateway(tmp_path / "data", None, zones=("example.com",))
+    out = subprocess.run(
+        [MTLSGATE, "serve", "--data-dir", str(gw.data_dir), "--api", f"127.0.0.1:{free_port()}",
+         "--edge", f"127.0.0.1:{free_port()}"],
+        capture_output=True, text=True, timeout=30,
+        env={**os.environ, "MTLSGATE_EDGE_TLS": "turbo"},
+    )  # fmt: skip
+    assert out.returncode == 1
+    assert "MTLSGATE_EDGE_TLS must be auto, fast or public" in out.stderr
+    assert "Traceback" not in out.stderr

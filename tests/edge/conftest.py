@@ -162,43 +162,13 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     )
 
 
-class Blackhole:
-    """An origin that accepts connections and never answers."""
+class _ThreadedOrigin:
+    """A test origin on 127.0.0.1: accepts connections and gives each to `_serve` in a thread."""
 
     def __init__(self) -> None:
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(64)
-        self.port = self.sock.getsockname()[1]
-        self.held: list[socket.socket] = []
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.held.append(conn)
-
-    def close(self) -> None:
-        self.sock.close()
-        for conn in self.held:
-            conn.close()
-
-
-BIG_BODY = 32 * 1024 * 1024
-SINKS: list[SlowSink] = []  # the running edge's slow-reading origin (the latest one)
-
-
-class BigOrigin:
-    """An origin whose every answer is a BIG_BODY-byte body (with Content-Length)."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
         self.port = self.sock.getsockname()[1]
         threading.Thread(target=self._run, daemon=True).start()
 
@@ -209,6 +179,35 @@ class BigOrigin:
             except OSError:
                 return
             threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class Blackhole(_ThreadedOrigin):
+    """An origin that accepts connections and never answers."""
+
+    def __init__(self) -> None:
+        self.held: list[socket.socket] = []
+        super().__init__()
+
+    def _serve(self, conn: socket.socket) -> None:
+        self.held.append(conn)
+
+    def close(self) -> None:
+        super().close()
+        for conn in self.held:
+            conn.close()
+
+
+BIG_BODY = 32 * 1024 * 1024
+
+
+class BigOrigin(_ThreadedOrigin):
+    """An origin whose every answer is a BIG_BODY-byte body (with Content-Length)."""
 
     def _serve(self, conn: socket.socket) -> None:
         chunk = b"x" * 65536
@@ -227,29 +226,14 @@ class BigOrigin:
             except OSError:
                 return
 
-    def close(self) -> None:
-        self.sock.close()
 
-
-class SlowSink:
+class SlowSink(_ThreadedOrigin):
     """An origin that reads request bodies slowly (64 KiB per 50 ms) until `fast` is set, then
     at full speed, and answers with the number of body bytes it read."""
 
     def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.port = self.sock.getsockname()[1]
         self.fast = threading.Event()
-        threading.Thread(target=self._run, daemon=True).start()
-
-    def _run(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+        super().__init__()
 
     def _serve(self, conn: socket.socket) -> None:
         import time
@@ -278,8 +262,8 @@ class SlowSink:
             except OSError:
                 return
 
-    def close(self) -> None:
-        self.sock.close()
+
+SINKS: list[SlowSink] = []  # the running edge's slow-reading origin (the latest one)
 
 
 def re_content_length(head: bytes) -> bytes:

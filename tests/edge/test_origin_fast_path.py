@@ -26,8 +26,8 @@ class _Client:
         self.out: list[bytes] = []
         self.finished: list[Any] = []
 
-    def _finish(self, req: Any) -> None:
-        self.finished.append(req)
+    def origin_response(self, req: Any, data: bytes) -> None:
+        self.out.append(data)
 
 
 class _Req:
@@ -38,6 +38,9 @@ class _Req:
         self.client = _Client()
         self.sent_at = 0.0
         self.ended = True  # the whole request (head and body) has gone to the origin
+
+    def finished(self, close_client: bool) -> None:
+        self.client.finished.append(self.client_req)
 
 
 class _Pool:
@@ -54,6 +57,7 @@ def _origin() -> OriginConnection:
     conn.closed = False
     conn.request = None
     conn.transport = None
+    conn.in_message = False
     return conn
 
 
@@ -69,6 +73,7 @@ def test_a_simple_response_is_relayed_with_the_client_connection_header(
     version: str, keep_alive: bool, connection: bytes
 ) -> None:
     origin, req = _origin(), _Req(version, keep_alive)
+    origin.request = req  # type: ignore[assignment]
     assert origin._whole_response(req, SIMPLE)  # type: ignore[arg-type]
     head, body = SIMPLE.split(b"\r\n\r\n")
     assert req.client.out == [head + b"\r\n" + connection + b"\r\n" + body]
@@ -109,6 +114,7 @@ def test_a_simple_response_is_relayed_with_the_client_connection_header(
 )
 def test_anything_else_goes_to_httptools(response: bytes) -> None:
     origin, req = _origin(), _Req()
+    origin.request = req  # type: ignore[assignment]
     assert not origin._whole_response(req, response)  # type: ignore[arg-type]
     assert req.client.out == [] and req.client.finished == []
 
@@ -119,6 +125,7 @@ def test_an_answer_before_the_whole_body_is_sent_retires_the_origin_connection()
     # be read as the end of this body: a desync an attacker could steer).
     origin, req = _origin(), _Req()
     req.ended = False
+    origin.request = req  # type: ignore[assignment]
     assert origin._whole_response(req, SIMPLE)  # type: ignore[arg-type]
     assert req.client.out and req.client.finished == [req.client_req]
     assert origin.pool.released == [] and origin.closed  # type: ignore[attr-defined]

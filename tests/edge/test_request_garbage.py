@@ -9,19 +9,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from OpenSSL import SSL
 
 from mtlsgate.edge.runtime.observe import Observer
 from mtlsgate.edge.runtime.origin import OriginConnection
 from mtlsgate.edge.runtime.server import EdgeWorker
 from mtlsgate.edge.runtime.tls_engine import select_engine
+from mtlsgate.edge.runtime.tls_selftest import make_certificate
 from mtlsgate.edge.snapshot import FirewallRule, HostProfile, Origin, Snapshot
 from mtlsgate.edge.tls import ServerIdentity, build_context
 from mtlsgate.rules import compile_expression
@@ -56,26 +54,6 @@ class _Transport:
         pass
 
 
-def _cert(cn: str, key: Any, issuer: Any, issuer_key: Any, ca: bool) -> x509.Certificate:
-    now = datetime.now(UTC)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-    b = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(issuer.subject if issuer is not None else name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(hours=1))
-        .not_valid_after(now + timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-    )
-    if not ca:
-        b = b.add_extension(
-            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False
-        ).add_extension(x509.SubjectAlternativeName([x509.DNSName(HOST)]), critical=False)
-    return b.sign(issuer_key if issuer_key is not None else key, hashes.SHA256())
-
-
 def _out(client: SSL.Connection) -> bytes:
     data = b""
     while True:
@@ -88,13 +66,15 @@ def _out(client: SSL.Connection) -> bytes:
 def test_requests_leave_no_cycles_for_the_gc() -> None:
     loop = asyncio.new_event_loop()
     ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca = _cert("CA", ca_key, None, None, True)
+    ca = make_certificate("CA", ca_key, None, None, True)
     key = ec.generate_private_key(ec.SECP256R1())
-    leaf = _cert("client", key, ca, ca_key, False)
+    leaf = make_certificate("client", key, ca, ca_key, False, HOST)
     pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     ).decode()
-    server = _cert(HOST, key, ca, ca_key, False).public_bytes(serialization.Encoding.PEM)
+    server = make_certificate(HOST, key, ca, ca_key, False, HOST).public_bytes(
+        serialization.Encoding.PEM
+    )
     worker: EdgeWorker | None = None
 
     def on_sni(conn: Any) -> None:

@@ -306,10 +306,15 @@ def _start_edge_workers(
     import resource
     from datetime import UTC, datetime
 
+    from mtlsgate.edge.runtime.tls_engine import tls_choice
     from mtlsgate.edge.runtime.worker import run_worker
     from mtlsgate.pki.edge_ca import EdgeCA
 
     host, port = _listen(edge_listen, "--edge")
+    try:
+        tls_choice()  # a bad MTLSGATE_EDGE_TLS is refused here, not in every worker
+    except ValueError as e:
+        raise click.ClickException(str(e)) from None
     # Made here, once, so that workers starting together do not race to create it.
     EdgeCA.load_or_create(settings.data_dir, now=datetime.now(UTC))
     # Many keep-alive connections: take the whole open-files allowance.

@@ -147,17 +147,8 @@ class OriginConnection(asyncio.Protocol):
             tail = b"\r\nConnection: keep-alive\r\n\r\n"
         else:
             tail = b"\r\n\r\n"
-        client = req.client
-        if not client.closing:
-            client.out.append(b"".join((head, tail, data[end + 4 :])))
-        # As _complete, without the calls it makes on the way (this path runs per request).
-        self.request = None
-        client_req.origin_seconds = time.monotonic() - req.sent_at
-        client._finish(client_req)
-        if not self.closed and req.ended:  # (see _complete)
-            self.pool.release(self)
-        else:
-            self.close()
+        req.client.origin_response(client_req, b"".join((head, tail, data[end + 4 :])))
+        self._complete(keep_alive=True)
         return True
 
     def on_message_begin(self) -> None:
@@ -304,11 +295,7 @@ class OriginRequest:
     def start(self) -> None:
         conn = self.pool.acquire(self.origin)
         if conn is not None:
-            # A warm pooled connection: the head goes out now, in this event.
-            self.conn = conn
-            conn.request = self
-            self.pending = []
-            conn.transport.write(self.head)  # type: ignore[union-attr]
+            self._attach(conn)  # a warm pooled connection: the head goes out in this event
         else:
             self.pool.loop.create_task(self._connect())
 
@@ -403,25 +390,10 @@ class OriginPool:
         self.response_timeout = timeouts.origin_response
         self.connect_timeout = timeouts.origin_connect
 
-    @staticmethod
-    def key(origin: Origin) -> tuple[Any, ...]:
-        return origin.pool_key
-
     def request(
         self, origin: Origin, head: bytes, client: ClientConnection, client_req: Request
     ) -> OriginRequest:
         req = OriginRequest(self, origin, head, client, client_req)
-        stack = self.idle.get(origin.pool_key)
-        while stack:
-            conn = stack.pop()
-            if not conn.closed:
-                # A warm pooled connection (LIFO): the head goes out now, in this event.
-                conn.used = True
-                req.conn = conn
-                conn.request = req
-                req.pending = []
-                conn.transport.write(head)  # type: ignore[union-attr]
-                return req
         req.start()
         return req
 
@@ -447,7 +419,7 @@ class OriginPool:
             stack.remove(conn)
 
     async def connect(self, origin: Origin) -> OriginConnection:
-        key = self.key(origin)
+        key = origin.pool_key
         factory: Callable[[], OriginConnection] = lambda: OriginConnection(self, key)  # noqa: E731
         if origin.tls:
             _, proto = await self.loop.create_connection(

@@ -30,7 +30,7 @@ from typing import Any
 
 from OpenSSL import SSL
 
-from mtlsgate.edge.tls import FORGIVEN_ERRORS, HandshakeState, verify_callback
+from mtlsgate.edge.tls import HandshakeState, verify_callback
 from mtlsgate.pki.client_auth import Verdict
 
 log = logging.getLogger("mtlsgate.edge")
@@ -165,15 +165,21 @@ def _versions_match() -> str | None:
     return None
 
 
+def tls_choice(choice: str | None = None) -> str:
+    """`choice`, else MTLSGATE_EDGE_TLS, else "auto"; a ValueError names a bad value."""
+    value = (choice or os.environ.get(ENV) or "auto").strip().lower()
+    if value not in ("auto", "fast", "public"):
+        raise ValueError(f"{ENV} must be auto, fast or public, not {value!r}")
+    return value
+
+
 def select_engine(
     self_test: Callable[[Engine], str | None] | None = None, choice: str | None = None
 ) -> Engine:
     """The engine a worker uses: the fast path when allowed, importable, at the tested versions
     and passing its self-test; otherwise the public path (logged once, with the reason)."""
     global _fast
-    choice = (choice or os.environ.get(ENV) or "auto").strip().lower()
-    if choice not in ("auto", "fast", "public"):
-        raise ValueError(f"{ENV} must be auto, fast or public, not {choice!r}")
+    choice = tls_choice(choice)
     if choice == "public":
         return Engine(fast=False)
     reason = _versions_match()
@@ -209,7 +215,6 @@ def default_self_test(engine: Engine) -> str | None:
 __all__ = [
     "DONE",
     "FAILED",
-    "FORGIVEN_ERRORS",
     "WANT",
     "Engine",
     "PublicSession",

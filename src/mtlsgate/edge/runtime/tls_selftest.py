@@ -20,9 +20,17 @@ from OpenSSL import SSL
 from mtlsgate.edge.tls import HandshakeState, ServerIdentity, build_context
 
 
-def _cert(
-    cn: str, key: Any, issuer: x509.Certificate | None, issuer_key: Any, ca: bool
+def make_certificate(
+    cn: str,
+    key: Any,
+    issuer: x509.Certificate | None,
+    issuer_key: Any,
+    ca: bool,
+    dns_name: str | None = None,
 ) -> x509.Certificate:
+    """A short-lived certificate for in-memory handshakes (self-signed when `issuer` is None);
+    a leaf may serve as client and as server (`dns_name` as its SAN). Also used by the
+    in-process request-path bench and tests."""
     now = datetime.now(UTC)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
     builder = (
@@ -41,6 +49,10 @@ def _cert(
                 [ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.SERVER_AUTH]
             ),
             critical=False,
+        )
+    if dns_name is not None:
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName([x509.DNSName(dns_name)]), critical=False
         )
     return builder.sign(issuer_key if issuer_key is not None else key, hashes.SHA256())
 
@@ -122,13 +134,13 @@ def _exchange(engine: Any, context: SSL.Context, client: SSL.Connection) -> tupl
 def run_self_test(engine: Any) -> str | None:
     """None if the engine behaves; else what went wrong."""
     ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca = _cert("mtlsgate self-test CA", ca_key, None, None, ca=True)
+    ca = make_certificate("mtlsgate self-test CA", ca_key, None, None, ca=True)
     other_key = ec.generate_private_key(ec.SECP256R1())
-    other = _cert("mtlsgate self-test other CA", other_key, None, None, ca=True)
+    other = make_certificate("mtlsgate self-test other CA", other_key, None, None, ca=True)
     key = ec.generate_private_key(ec.SECP256R1())
-    leaf = _cert("mtlsgate self-test client", key, ca, ca_key, ca=False)
-    stranger = _cert("mtlsgate self-test stranger", key, other, other_key, ca=False)
-    server = _cert("localhost", key, None, None, ca=False)
+    leaf = make_certificate("mtlsgate self-test client", key, ca, ca_key, ca=False)
+    stranger = make_certificate("mtlsgate self-test stranger", key, other, other_key, ca=False)
+    server = make_certificate("localhost", key, None, None, ca=False)
     context = build_context(
         ServerIdentity(_pem(server), _key_pem(key)), trust_anchors=[ca], request_client_cert=True
     )
