@@ -8,6 +8,8 @@ ls -d /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 command -v openssl >/dev/null || need+=(openssl)
 command -v curl >/dev/null || need+=(curl)
 command -v runuser >/dev/null || need+=(util-linux)
+# The dashboard's browser tests drive Debian's Chromium (Playwright never downloads one).
+[ -x /usr/bin/chromium ] || need+=(chromium)
 
 if [ ${#need[@]} -eq 0 ]; then
   echo "deps: all present"
@@ -22,3 +24,4 @@ $SUDO apt-get install -y -q --no-install-recommends "${need[@]}"
 # The Debian package starts a cluster of its own; the tests start their own servers instead.
 $SUDO systemctl disable --now postgresql >/dev/null 2>&1 || true
 ls -d /usr/lib/postgresql/*/bin/initdb >/dev/null
+[ -x /usr/bin/chromium ]

@@ -10,6 +10,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -151,3 +153,45 @@ def init_gateway(
         zones=out["zones"],
         token=out["api_token"],
     )
+
+
+@contextmanager
+def edge_gateway(
+    data_dir: Path,
+    database_url: str | None,
+    hosts: tuple[str, ...] = ("api.example.com",),
+    *,
+    workers: int = 1,
+    zones: tuple[str, ...] = ("example.com",),
+) -> Iterator[tuple[Gateway, int]]:
+    """A `serve` with its edge and an echo origin: a proxied A record for each of `hosts` (in
+    that order), all routed to the echo origin by an origin rule. Yields (gateway, edge port)."""
+    gw = init_gateway(data_dir, database_url, zones=zones)
+    origin_port, edge_port = free_port(), free_port()
+    origin = subprocess.Popen(
+        [MTLSGATE, "echo-origin", "--listen", f"127.0.0.1:{origin_port}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    gw.start(edge=["--edge", f"127.0.0.1:{edge_port}", "--workers", str(workers)])
+    try:
+        with gw.http() as c:
+            for host in hosts:
+                r = c.post(
+                    f"/zones/{gw.zone_id}/dns_records",
+                    json={"type": "A", "name": host, "content": "127.0.0.1", "proxied": True},
+                )
+                assert r.status_code == 200, r.text
+            # The echo origin listens on a free port: an origin rule routes there.
+            route = {"expression": "true", "action": "route",
+                     "action_parameters": {"origin": {"port": origin_port}}}  # fmt: skip
+            r = c.put(
+                f"/zones/{gw.zone_id}/rulesets/phases/http_request_origin/entrypoint",
+                json={"rules": [route]},
+            )
+            assert r.status_code == 200, r.text
+        yield gw, edge_port
+    finally:
+        gw.stop()
+        origin.terminate()
+        origin.wait(10)

@@ -26,6 +26,7 @@ def render_prometheus(metrics_dir: Path) -> str:
     handshakes: Counter[tuple[str, str]] = Counter()
     requests: Counter[tuple[str, int, str]] = Counter()
     rules: Counter[tuple[str, str, str]] = Counter()
+    revocations: Counter[tuple[str, str]] = Counter()
     latency: Counter[tuple[str, float]] = Counter()
     lsum: defaultdict[str, float] = defaultdict(float)
     lcount: Counter[str] = Counter()
@@ -40,6 +41,8 @@ def render_prometheus(metrics_dir: Path) -> str:
             requests[(h, st, a)] += n
         for h, a, r, n in data.get("rules", []):
             rules[(h, a, r)] += n
+        for h, w, n in data.get("revocations", []):
+            revocations[(h, w)] += n
         for h, b, n in data.get("latency", []):
             latency[(h, b)] += n
         for h, v in data.get("latency_sum", {}).items():
@@ -60,6 +63,14 @@ def render_prometheus(metrics_dir: Path) -> str:
     for (h, a, r), n in sorted(rules.items()):
         labels = _labels(hostname=h, action=a, rule_id=r)
         out.append(f"mtlsgate_edge_rule_actions_total{labels} {n}")
+    family(
+        "mtlsgate_edge_revoked_requests_total",
+        "counter",
+        "Requests with a verified but revoked client certificate, by revocation reason.",
+    )
+    for (h, w), n in sorted(revocations.items()):
+        labels = _labels(hostname=h, reason=w)
+        out.append(f"mtlsgate_edge_revoked_requests_total{labels} {n}")
     name = "mtlsgate_edge_origin_latency_seconds"
     family(name, "histogram", "From sending a request to the origin to the end of its response.")
     for host in sorted(lcount):

@@ -16,8 +16,9 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from tests import harness
 from tests.certs import CertFiles, openssl_leaf, openssl_root
-from tests.harness import MTLSGATE, Gateway, free_port, init_gateway
+from tests.harness import Gateway
 
 HOST = "api.example.com"
 RFC9440_RULE = "cf.tls_client_auth.cert_verified and not cf.tls_client_auth.cert_revoked"
@@ -25,39 +26,8 @@ RFC9440_RULE = "cf.tls_client_auth.cert_verified and not cf.tls_client_auth.cert
 
 @pytest.fixture
 def edge_gateway(tmp_path: Path, database_url: str | None) -> Iterator[tuple[Gateway, int]]:
-    gw = init_gateway(tmp_path / "data", database_url, zones=("example.com",))
-    origin_port, edge_port = free_port(), free_port()
-    origin = subprocess.Popen(
-        [MTLSGATE, "echo-origin", "--listen", f"127.0.0.1:{origin_port}"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    gw.start(edge=["--edge", f"127.0.0.1:{edge_port}", "--workers", "1"])
-    try:
-        with gw.http() as c:
-            r = c.post(
-                f"/zones/{gw.zone_id}/dns_records",
-                json={"type": "A", "name": HOST, "content": "127.0.0.1", "proxied": True},
-            )
-            assert r.status_code == 200, r.text
-            r = c.put(
-                f"/zones/{gw.zone_id}/rulesets/phases/http_request_origin/entrypoint",
-                json={
-                    "rules": [
-                        {
-                            "expression": "true",
-                            "action": "route",
-                            "action_parameters": {"origin": {"port": origin_port}},
-                        }
-                    ]
-                },
-            )
-            assert r.status_code == 200, r.text
-        yield gw, edge_port
-    finally:
-        gw.stop()
-        origin.terminate()
-        origin.wait(10)
+    with harness.edge_gateway(tmp_path / "data", database_url, (HOST,)) as running:
+        yield running
 
 
 def requests(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -10,11 +12,19 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mtlsgate import __version__
-from mtlsgate.api.envelope import BODY_TOO_LARGE, error_response, install_error_handlers
+from mtlsgate.api.envelope import (
+    BODY_TOO_LARGE,
+    INVALID_BODY,
+    error_response,
+    install_error_handlers,
+)
 from mtlsgate.api.routes import (
     access_settings,
+    client_certificates,
+    crls,
     custom_certificates,
     dns_records,
+    explain,
     hostname_associations,
     identity,
     managed_headers,
@@ -23,10 +33,13 @@ from mtlsgate.api.routes import (
     rulesets,
     zone_settings,
 )
+from mtlsgate.services.explain import ExplainLoader
 from mtlsgate.store.db import Store
 from mtlsgate.store.keystore import KeyStore
 
 API_PREFIX = "/client/v4"
+# A JSON string escape for U+0000 (an escaped backslash before "u0000" is not one).
+_NUL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
 MAX_BODY_BYTES = 1024 * 1024
 
 
@@ -66,6 +79,17 @@ class BodyLimit:
         body = b"".join(chunks)
         if body and scope["path"].startswith(API_PREFIX):
             scope = _as_json(scope)
+            pointer = _nul_pointer(body) if _NUL_ESCAPE.search(body) is not None else None
+            if pointer is not None:
+                # PostgreSQL cannot store NUL in text (the write failed with a 500 there) while
+                # SQLite would: refused alike on both, before anything is parsed or written.
+                item = {
+                    "code": INVALID_BODY,
+                    "source": {"pointer": pointer},
+                    "message": f"{pointer or 'the body'}: text must not contain NUL (\\u0000)",
+                }
+                await error_response(400, [item])(scope, receive, send)  # fmt: skip
+                return
         sent = False
 
         async def replay() -> Message:
@@ -78,6 +102,12 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
     async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["path"] == "/dash" or scope["path"].startswith("/dash/"):
+            # The dashboard's forms get a page in plain words, not the API's JSON envelope.
+            from mtlsgate.dashboard import too_large_page
+
+            await too_large_page(scope["path"], self.limit)(scope, receive, send)
+            return
         response = error_response(
             413,
             [
@@ -92,6 +122,30 @@ class BodyLimit:
         await response(scope, receive, send)
 
 
+def _nul_pointer(body: bytes) -> str | None:
+    """The JSON pointer of the first string (a key or a value) holding NUL; None when there is
+    none or the body is not JSON (which the route then reports as malformed)."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return None
+    todo: list[tuple[str, object]] = [("", data)]
+    while todo:
+        path, value = todo.pop(0)
+        if isinstance(value, str):
+            if "\x00" in value:
+                return path
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                at = path + "/" + str(key).replace("~", "~0").replace("/", "~1")
+                if "\x00" in str(key):
+                    return at
+                todo.append((at, item))
+        elif isinstance(value, list):
+            todo += [(f"{path}/{i}", item) for i, item in enumerate(value)]
+    return None
+
+
 def _as_json(scope: Scope) -> Scope:
     """Every API body is JSON: read it as JSON whatever Content-Type says, so `curl -d '{...}'`
     (which sends a form type) works like `curl --json`, and malformed JSON is reported as such."""
@@ -100,7 +154,15 @@ def _as_json(scope: Scope) -> Scope:
     return {**scope, "headers": headers}
 
 
-def create_app(store: Store, keystore: KeyStore, metrics_dir: Path | None = None) -> FastAPI:
+def create_app(
+    store: Store,
+    keystore: KeyStore,
+    metrics_dir: Path | None = None,
+    explain_loader: ExplainLoader | None = None,
+) -> FastAPI:
+    """`explain_loader` is the edge's configuration loader (edge.runtime.config_sync.load_config),
+    passed in by the CLI: the API does not import the edge's runtime (tests/test_layering.py), and
+    /mtls/explain must read the configuration exactly as the edge does."""
     app = FastAPI(
         title="mtlsgate API",
         version=__version__,
@@ -114,6 +176,7 @@ def create_app(store: Store, keystore: KeyStore, metrics_dir: Path | None = None
     app.state.store = store
     app.state.keystore = keystore
     app.state.metrics_dir = metrics_dir
+    app.state.explain_loader = explain_loader
     install_error_handlers(app)
     for module in (
         identity,
@@ -126,6 +189,9 @@ def create_app(store: Store, keystore: KeyStore, metrics_dir: Path | None = None
         managed_headers,
         access_settings,
         request_events,
+        client_certificates,
+        crls,
+        explain,
     ):
         app.include_router(module.router, prefix=API_PREFIX)
 
@@ -146,5 +212,9 @@ def create_app(store: Store, keystore: KeyStore, metrics_dir: Path | None = None
         payload: dict[str, Any] = {"status": "ok", "config_version": version}
         return JSONResponse(payload)
 
+    # The dashboard (docs/dashboard.md) on the same port, over the same services.
+    from mtlsgate.dashboard import mount_dashboard
+
+    mount_dashboard(app, store, keystore)
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
     return app

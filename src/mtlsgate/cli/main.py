@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -201,11 +202,19 @@ def serve(
         if no_edge
         else _start_edge_workers(settings, edge_listen, workers, default_hostname, timeouts)
     )
-    app = create_app(store, keystore, settings.data_dir / "metrics")
+    from mtlsgate.edge.runtime.config_sync import load_config
+
+    app = create_app(store, keystore, settings.data_dir / "metrics", explain_loader=load_config)
     log.info("API listening on http://%s:%d/client/v4 (data dir %s)", host, port, settings.data_dir)
+    # CRL fetching and stale-CRL notices run here, once per `serve`, not in edge workers.
+    from mtlsgate.services.crl_fetcher import CrlScheduler
+
+    crl_scheduler = CrlScheduler(store)
+    crl_scheduler.start()
     try:
         uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
     finally:
+        crl_scheduler.stop()
         _stop_children(children)
 
 
@@ -458,6 +467,81 @@ def set_ca_quota(
         _emit({"id": acct.id, "ca_quota": acct.ca_quota})
 
 
+@cli.group("managed-ca")
+def managed_ca() -> None:
+    """Rotate and retire the account's managed client-certificate CA (docs/managed-ca.md)."""
+
+
+@managed_ca.command("rotate")
+@data_dir_option
+@database_option
+@click.option("--account", "account_id", default=None, help="Account id (default: the only one).")
+def managed_ca_rotate(
+    data_dir: Path | None, database_url: str | None, account_id: str | None
+) -> None:
+    """A new managed CA signs from now on; the previous one keeps being trusted (retiring)."""
+    from mtlsgate.services import managed_cas
+    from mtlsgate.services.common import utcnow
+
+    _, store, keystore = _open(data_dir, database_url)
+    with store.transaction() as session:
+        done = managed_cas.rotate(session, keystore, account_id=account_id, now=utcnow())
+        result = {
+            "account_id": done.account_id,
+            "new_ca": {"id": done.new_ca.id, "name": done.new_ca.name, "status": "active"},
+            "previous_ca": {
+                "id": done.previous_ca.id,
+                "name": done.previous_ca.name,
+                "status": "retiring",
+            },
+            "config_version": done.config_version,
+        }
+    _emit(result)  # only once committed: a printed id is a CA that exists
+
+
+@managed_ca.command("retire")
+@data_dir_option
+@database_option
+@click.option("--account", "account_id", default=None, help="Account id (checked if given).")
+@click.option("--ca", "ca_id", required=True, help="Id of a retiring managed CA.")
+@click.option("--force", is_flag=True, help="Retire even if it still has live certificates.")
+def managed_ca_retire(
+    data_dir: Path | None, database_url: str | None, account_id: str | None, ca_id: str, force: bool
+) -> None:
+    """Stop trusting a retiring managed CA: the certificates it signed stop verifying."""
+    from mtlsgate.services import managed_cas
+    from mtlsgate.services.common import utcnow
+
+    _, store, _ = _open(data_dir, database_url)
+    with store.transaction() as session:
+        done = managed_cas.retire(
+            session, account_id=account_id, ca_id=ca_id, force=force, now=utcnow()
+        )
+        result = {
+            "id": done.ca.id,
+            "status": "retired",
+            "live_certificates_cut_off": done.live_certificates,
+            "config_version": done.config_version,
+        }
+    _emit(result)
+
+
+@managed_ca.command("list")
+@data_dir_option
+@database_option
+@click.option("--account", "account_id", default=None, help="Account id (default: the only one).")
+def managed_ca_list(
+    data_dir: Path | None, database_url: str | None, account_id: str | None
+) -> None:
+    """The account's managed CAs with their status (active, retiring, retired) and counts."""
+    from mtlsgate.services import managed_cas
+    from mtlsgate.services.common import utcnow
+
+    _, store, _ = _open(data_dir, database_url)
+    with store.transaction() as session:
+        _emit(managed_cas.list_cas(session, account_id=account_id, now=utcnow()))
+
+
 @cli.group()
 def rules() -> None:
     """Check and evaluate Rules language expressions (no data dir needed)."""
@@ -508,6 +592,188 @@ def rules_eval(expression: str, fields: Sequence[str]) -> None:
             assert fld is not None
             facts[key] = default_value(fld.type)
     click.echo("true" if compiled(facts) is True else "false")
+
+
+@cli.command()
+@data_dir_option
+@database_option
+@click.option("--zone", required=True, help="Zone (name or id).")
+@click.option("--hostname", required=True, help="The hostname the client connects to.")
+@click.option(
+    "--cert",
+    "cert_file",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="PEM file with the client's chain, leaf first (an empty file: no certificate).",
+)
+@click.option("--path", "request_path", default=None, help="Request path [/].")
+@click.option("--method", default=None, help="Request method [GET].")
+def explain(
+    data_dir: Path | None,
+    database_url: str | None,
+    zone: str,
+    hostname: str,
+    cert_file: Path,
+    request_path: str | None,
+    method: str | None,
+) -> None:
+    """Print what the edge would decide for a client sending the chain in --cert (as
+    POST /zones/{zone_id}/mtls/explain does; docs/explain.md)."""
+    from mtlsgate.edge.runtime.config_sync import load_config
+    from mtlsgate.services import accounts
+    from mtlsgate.services import explain as svc
+    from mtlsgate.services.permissions import ZONE_SSL_READ, Policy, Principal
+
+    try:
+        text = cert_file.read_text("ascii")
+    except (OSError, UnicodeDecodeError) as e:
+        raise click.ClickException(f"cannot read {cert_file} as PEM text: {e}") from None
+    request = svc.parse_request(hostname, text, request_path, method)
+    _, store, keystore = _open(data_dir, database_url)
+    with store.transaction() as session:
+        z = accounts.resolve_zone(session, zone)
+        # Whoever holds the data dir operates the gateway: read access to the zone suffices.
+        operator = Principal("cli", z.account_id, (Policy(ZONE_SSL_READ, "zone", z.id),))
+        result = svc.explain(session, keystore, operator, z.id, request, load_config)
+    click.echo(json.dumps(result, indent=2))
+
+
+@cli.group("client-cert")
+def client_cert() -> None:
+    """Client certificates signed by the account's managed CA (docs/managed-ca.md)."""
+
+
+@dataclass
+class _Outputs:
+    """Output files opened before signing, and the directories made for them (deepest first)."""
+
+    files: list[tuple[Path, int]]
+    made_dirs: list[Path]
+
+    def close(self) -> None:
+        for _path, fd in self.files:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    def discard(self) -> None:
+        """Nothing was issued: close and remove what was created, leave nothing behind."""
+        self.close()
+        for path, _fd in self.files:
+            with contextlib.suppress(OSError):
+                path.unlink()
+        for directory in self.made_dirs:
+            with contextlib.suppress(OSError):
+                directory.rmdir()
+
+
+def _reserve_outputs(out_dir: Path, names: Sequence[str]) -> _Outputs:
+    """Create `out_dir` (0700) and each file in it with O_EXCL (the key, first, 0600; the
+    others 0644), or raise a ClickException that names the path and the reason."""
+    outputs = _Outputs([], [p for p in (out_dir, *out_dir.parents) if not p.exists()])
+    try:
+        out_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for i, name in enumerate(names):
+            path = out_dir / name
+            mode = 0o600 if i == 0 else 0o644
+            outputs.files.append((path, os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)))
+    except OSError as exc:
+        outputs.discard()
+        where = exc.filename or out_dir
+        raise click.ClickException(
+            f"cannot write the output files in {out_dir} ({where}: {exc.strerror or exc}); "
+            "nothing was issued"
+        ) from None
+    return outputs
+
+
+@client_cert.command("issue")
+@data_dir_option
+@database_option
+@click.option("--zone", required=True, help="Zone name or id.")
+@click.option("--cn", "common_name", required=True, help="The certificate's common name.")
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Directory for client.key, client.pem and chain.pem (created if missing).",
+)
+@click.option("--key-type", type=click.Choice(["ec", "rsa"]), default="ec", show_default=True)
+@click.option("--validity-days", type=int, default=365, show_default=True)
+def client_cert_issue(
+    data_dir: Path | None,
+    database_url: str | None,
+    zone: str,
+    common_name: str,
+    out_dir: Path,
+    key_type: str,
+    validity_days: int,
+) -> None:
+    """Generate a key and CSR here, have the managed CA sign it, and write client.key (0600),
+    client.pem and chain.pem (the managed CA certificate). Prints the certificate's record."""
+    from mtlsgate.pki.managed_ca import generate_key_and_csr
+    from mtlsgate.services import accounts
+    from mtlsgate.services import client_certificates as svc
+    from mtlsgate.services.common import utcnow
+    from mtlsgate.services.permissions import ZONE_SSL_WRITE, Policy, Principal
+
+    names = ("client.key", "client.pem", "chain.pem")
+    existing = [n for n in names if (out_dir / n).exists()]
+    if existing:
+        raise click.ClickException(
+            f"{out_dir} already holds {', '.join(existing)}; choose another --out directory"
+        )
+    generated = generate_key_and_csr(common_name, key_type=key_type)  # refuses a bad --cn
+    # The files exist (empty, exclusively ours, the key owner-only) before anything is signed:
+    # a directory that cannot be written must not leave an active certificate behind whose key
+    # was never saved.
+    outputs = _reserve_outputs(out_dir, names)
+    try:
+        _, store, keystore = _open(data_dir, database_url)
+        with store.transaction() as session:
+            z = accounts.resolve_zone(session, zone)
+            # Whoever holds the data dir operates the gateway: write access to the zone suffices.
+            operator = Principal("cli", z.account_id, (Policy(ZONE_SSL_WRITE, "zone", z.id),))
+            view = svc.issue(
+                session,
+                keystore,
+                operator,
+                z.id,
+                csr=generated.csr_pem,
+                validity_days=validity_days,
+                now=utcnow(),
+            )
+            ca_pem = accounts.active_managed_ca(session, z.account_id).certificate_pem
+            cert = view.certificate
+            record = {
+                "id": cert.id,
+                "zone_id": z.id,
+                "common_name": cert.common_name,
+                "serial_number": cert.serial_number,
+                "fingerprint_sha256": cert.fingerprint_sha256,
+                "expires_on": cert.expires_on.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "status": cert.status,
+            }
+            certificate_pem = cert.certificate_pem
+    except BaseException:
+        outputs.discard()
+        raise
+    store.dispose()
+    contents = (generated.private_key_pem, certificate_pem, ca_pem)
+    try:
+        for (_path, fd), text in zip(outputs.files, contents, strict=True):
+            data = memoryview(text.encode())
+            while data:
+                data = data[os.write(fd, data) :]
+    except OSError as exc:
+        outputs.close()
+        raise click.ClickException(
+            f"certificate {record['id']} was issued but writing {out_dir} failed ({exc}); "
+            f"revoke it (DELETE /zones/{record['zone_id']}/client_certificates/{record['id']}) "
+            "and issue another"
+        ) from None
+    outputs.close()
+    _emit({**record, "files": {n: str(out_dir / n) for n in names}})
 
 
 def main(argv: Sequence[str] | None = None) -> None:

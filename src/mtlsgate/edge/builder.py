@@ -28,6 +28,7 @@ from mtlsgate.edge.snapshot import (
 )
 from mtlsgate.edge.tls import ServerIdentity, build_context
 from mtlsgate.pki.edge_ca import EdgeCA
+from mtlsgate.pki.revocation import RevocationIndex
 from mtlsgate.rules import compile_expression
 from mtlsgate.rules.compiler import compile_first_match
 from mtlsgate.rules.functions import MISSING
@@ -59,6 +60,7 @@ class HostData:
     advertise_ca_names: bool = True
     late_transform: tuple[RuleData, ...] = ()  # http_request_late_transform, enabled, in order
     client_cert_forwarding: bool = False  # Access mTLS hostname setting
+    revocation: RevocationIndex | None = None  # the zone's account's; None: nothing to check
 
 
 @dataclass(frozen=True)
@@ -147,6 +149,7 @@ def build_snapshot(
             ),
             late_transform=compile_late_transform(host.late_transform),
             client_cert_forwarding=host.client_cert_forwarding,
+            revocation=host.revocation,
         )
         if host.hostname.startswith("*."):
             wildcard[host.hostname[2:]] = profile

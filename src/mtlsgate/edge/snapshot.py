@@ -18,6 +18,7 @@ from OpenSSL import SSL
 
 if TYPE_CHECKING:
     from mtlsgate.pki.client_auth import ClientCertFacts
+    from mtlsgate.pki.revocation import RevocationIndex
 
 # The net effect of a request's matching late-transform rules: lowercase header name →
 # (the name as the rule wrote it, the raw value) to set, or None to remove. Values are not yet
@@ -105,6 +106,9 @@ class HostProfile:
     # Access mTLS hostname setting: forward the client certificate on the first request of
     # each connection (Cf-Client-Cert-Der-Base64, Cf-Client-Cert-Sha256).
     client_cert_forwarding: bool = False
+    # The account's revocations (pki/revocation.py); None when it has none, so a handshake
+    # pays nothing for the check.
+    revocation: RevocationIndex | None = None
     forwarded: ConnectionMarks = field(default=CERT_FORWARDED, compare=False, repr=False)
     # The hostname as a Host header usually carries it: a request whose Host is exactly this
     # skips normalising (the request path compares per request).

@@ -14,6 +14,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -155,3 +156,15 @@ def bump_config_version(session: Session) -> int:
     if session.get_bind().dialect.name == "postgresql":
         session.execute(select(func.pg_notify(CONFIG_CHANNEL, str(version))))
     return version
+
+
+def store_now(session: Session, fallback: datetime) -> datetime:
+    """The database's clock on PostgreSQL, where a fleet's machines share one store but not one
+    clock (edge heartbeats are stamped and judged with it); on SQLite, which lives on this
+    machine, `fallback` (this process's clock)."""
+    if session.get_bind().dialect.name != "postgresql":
+        return fallback
+    value = session.scalar(select(func.now()))
+    if not isinstance(value, datetime):
+        return fallback
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)

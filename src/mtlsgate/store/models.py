@@ -16,6 +16,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -108,6 +109,49 @@ class ManagedCA(Base):
     private_key_sealed: Mapped[str] = mapped_column(Text, nullable=False)
     active: Mapped[bool] = mapped_column(Boolean, nullable=False)
     created_on: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    # Rotation (services/managed_cas.py): one row is `active` (it signs); the others are
+    # *retiring* (still trusted, so what they signed keeps working) until `retired_on` is set.
+    retired_on: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class ClientCertificate(Base):
+    """A client certificate the account's managed CA signed for a zone (never deleted).
+
+    `status` is one of active, pending_revocation, revoked, pending_reactivation. The edge treats
+    pending_revocation and revoked as revoked. `status_version` is the config version that
+    carried the latest status change: a pending status settles once every running edge node has
+    applied it (services/client_certificates.py). `serial_number` is lowercase hex, two digits
+    per byte; the subject fields are "" when the CSR has none.
+    """
+
+    __tablename__ = "client_certificates"
+    __table_args__ = (
+        Index("ix_client_certificates_zone_created", "zone_id", "created_on"),
+        Index("ix_client_certificates_ca_status", "managed_ca_id", "status"),
+    )
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    zone_id: Mapped[str] = mapped_column(ForeignKey("zones.id"), nullable=False)
+    managed_ca_id: Mapped[str] = mapped_column(ForeignKey("managed_cas.id"), nullable=False)
+    certificate_pem: Mapped[str] = mapped_column(Text, nullable=False)
+    csr: Mapped[str] = mapped_column(Text, nullable=False)
+    common_name: Mapped[str] = mapped_column(String(255), nullable=False)
+    country: Mapped[str] = mapped_column(String(255), nullable=False)
+    state: Mapped[str] = mapped_column(String(255), nullable=False)
+    location: Mapped[str] = mapped_column(String(255), nullable=False)
+    organization: Mapped[str] = mapped_column(String(255), nullable=False)
+    organizational_unit: Mapped[str] = mapped_column(String(255), nullable=False)
+    serial_number: Mapped[str] = mapped_column(String(64), nullable=False)
+    signature: Mapped[str] = mapped_column(String(64), nullable=False)
+    ski: Mapped[str] = mapped_column(String(64), nullable=False)
+    fingerprint_sha256: Mapped[str] = mapped_column(String(64), nullable=False)
+    validity_days: Mapped[int] = mapped_column(Integer, nullable=False)
+    status: Mapped[str] = mapped_column(String(32), nullable=False)
+    status_version: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    issued_on: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    expires_on: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    # Full precision (issued_on is to the minute): the list's order.
+    created_on: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
 
 
 class MtlsCertificate(Base):
@@ -342,3 +386,61 @@ class RequestEventCount(Base):
     action: Mapped[str] = mapped_column(String(32), primary_key=True)
     zone_id: Mapped[str] = mapped_column(String(32), nullable=False)
     count: Mapped[int] = mapped_column(BigInteger, nullable=False)
+
+
+class UploadedCaCrl(Base):
+    """The current CRL of an uploaded CA (docs/revocation.md): at most one per CA, replaced only
+    by a CRL with a higher number. Deleted with its CA (ON DELETE CASCADE)."""
+
+    __tablename__ = "mtls_certificate_crls"
+    mtls_certificate_id: Mapped[str] = mapped_column(
+        ForeignKey("mtls_certificates.id", ondelete="CASCADE"), primary_key=True
+    )
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"), nullable=False, index=True)
+    der: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    issuer: Mapped[str] = mapped_column(Text, nullable=False)
+    # Decimal text: a CRL number may be up to 20 octets, more than a BIGINT holds.
+    crl_number: Mapped[str] = mapped_column(String(64), nullable=False)
+    this_update: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    next_update: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    revoked_count: Mapped[int] = mapped_column(Integer, nullable=False)
+    source: Mapped[str] = mapped_column(String(16), nullable=False)  # "uploaded" | "fetched"
+    source_url: Mapped[str | None] = mapped_column(Text, nullable=True)
+    updated_on: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+
+
+class UploadedCaRevocationSetting(Base):
+    """Per uploaded CA: the stale/missing-CRL policy, CRL fetching and the last fetch's outcome.
+
+    No row means the defaults (fail_open, no fetching). `stale_noticed` is the nextUpdate the
+    scheduler last announced to the edge by bumping the config version (services/crl_fetcher.py).
+    """
+
+    __tablename__ = "mtls_certificate_revocation_settings"
+    mtls_certificate_id: Mapped[str] = mapped_column(
+        ForeignKey("mtls_certificates.id", ondelete="CASCADE"), primary_key=True
+    )
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"), nullable=False, index=True)
+    stale_policy: Mapped[str] = mapped_column(String(16), nullable=False)  # fail_open|fail_closed
+    fetch: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    fetch_url: Mapped[str | None] = mapped_column(Text, nullable=True)  # None: the CA's CDP
+    fetch_etag: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    fetch_last_modified: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    last_fetch_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    last_fetch_status: Mapped[str | None] = mapped_column(Text, nullable=True)
+    next_fetch_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    stale_noticed: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    modified_on: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+
+
+class DenyListEntry(Base):
+    """An account's emergency deny-list entry: a leaf serial (any issuer) or a leaf SHA-256."""
+
+    __tablename__ = "mtls_deny_list"
+    __table_args__ = (Index("ix_mtls_deny_list_account", "account_id", "created_on"),)
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"), nullable=False)
+    serial_number: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    fingerprint_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_on: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)

@@ -25,18 +25,24 @@ from typing import Any, Protocol
 
 import psycopg
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mtlsgate.edge.builder import ConfigData, HostData, RuleData
 from mtlsgate.edge.snapshot import Origin
 from mtlsgate.edge.tls import ServerIdentity
+from mtlsgate.edge.uploaded_revocation import with_uploaded_revocations
+from mtlsgate.pki.revocation import IssuerRevocations, RevocationIndex
+from mtlsgate.services import managed_cas
+from mtlsgate.services.client_certificates import revoked_serials
 from mtlsgate.store import models as m
 from mtlsgate.store.db import (
     CONFIG_CHANNEL,
     CONFIG_VERSION_SQL,
     SqliteVersionReader,
     Store,
+    store_now,
 )
 from mtlsgate.store.keystore import KeyStore
 
@@ -70,10 +76,12 @@ def _zone_rules(session: Session, phase: str) -> dict[str, tuple[RuleData, ...]]
 
 def _trust(session: Session) -> dict[tuple[str, str], tuple[x509.Certificate, ...]]:
     """(zone id, hostname) → trust anchors in advertising order: the most recently deployed
-    uploaded CA first, then older ones, then the managed CA."""
+    uploaded CA first, then older ones, then the managed CAs: the account's active one, then
+    its retiring ones (rotation, services/managed_cas.py; retired ones are not trusted)."""
     rows = session.execute(select(m.HostnameAssociation)).scalars().all()
     uploaded = {c.id: c for c in session.execute(select(m.MtlsCertificate)).scalars() if c.ca}
-    managed = {c.id: c for c in session.execute(select(m.ManagedCA)).scalars()}
+    managed = managed_cas.trust_chains(session)
+    zone_accounts = {z: a for z, a in session.execute(select(m.Zone.id, m.Zone.account_id))}
     grouped: dict[tuple[str, str], list[m.HostnameAssociation]] = defaultdict(list)
     for assoc in rows:
         grouped[(assoc.zone_id, assoc.hostname)].append(assoc)
@@ -81,10 +89,17 @@ def _trust(session: Session) -> dict[tuple[str, str], tuple[x509.Certificate, ..
     for key, assocs in grouped.items():
         ordered = sorted(assocs, key=lambda a: (a.ca_kind == "managed", -a.deployed_on.timestamp()))
         certs: list[x509.Certificate] = []
+        managed_added = False
         for assoc in ordered:
-            if assoc.ca_kind == "managed" and assoc.ca_id in managed:
-                pem = managed[assoc.ca_id].certificate_pem
-            elif assoc.ca_id in uploaded:
+            if assoc.ca_kind == "managed":
+                # "The account's managed CA", whichever rows that is now (not only `ca_id`),
+                # added once even if an old store holds two managed rows for the hostname.
+                if not managed_added:
+                    for ca in managed.get(zone_accounts.get(assoc.zone_id, ""), ()):
+                        certs.append(x509.load_pem_x509_certificate(ca.certificate_pem.encode()))
+                    managed_added = True
+                continue
+            if assoc.ca_id in uploaded:
                 # The first certificate of an upload is its trust anchor (docs/api.md).
                 pem = uploaded[assoc.ca_id].certificates
             else:
@@ -94,9 +109,38 @@ def _trust(session: Session) -> dict[tuple[str, str], tuple[x509.Certificate, ..
     return out
 
 
+def _revocations(
+    session: Session, zones: dict[str, m.Zone], now: datetime
+) -> dict[str, RevocationIndex]:
+    """Zone id → its account's RevocationIndex, for accounts that have something to check.
+
+    Managed CAs: the serials of their pending_revocation and revoked certificates that have not
+    expired at `now` (an expired one fails verification before revocation matters), keyed by the
+    SHA-256 of the CA certificate (the issuer of the client's verified chain)."""
+    managed = revoked_serials(session, now=now)
+    issuers: dict[str, dict[bytes, IssuerRevocations]] = defaultdict(dict)
+    if managed:
+        for ca in session.execute(select(m.ManagedCA)).scalars():
+            serials = managed.get(ca.id)
+            if serials:
+                cert = x509.load_pem_x509_certificate(ca.certificate_pem.encode())
+                key = cert.fingerprint(hashes.SHA256())
+                issuers[ca.account_id][key] = IssuerRevocations(serials, "managed")
+    # Uploaded CAs' CRLs and the deny-lists join here (edge/uploaded_revocation.py).
+    by_account = with_uploaded_revocations(session, issuers, now=now)
+    by_account = {a: index for a, index in by_account.items() if not index.empty()}
+    return {z.id: by_account[z.account_id] for z in zones.values() if z.account_id in by_account}
+
+
 def load_config(
-    session: Session, keystore: KeyStore, *, default_hostname: str | None
+    session: Session,
+    keystore: KeyStore,
+    *,
+    default_hostname: str | None,
+    server_identities: bool = True,
 ) -> ConfigData:
+    """The edge's configuration as the store holds it. `server_identities=False` (explain, which
+    brings its own) leaves every host without its custom certificate and unseals no key."""
     version = int(session.scalar(select(m.ConfigState.version).where(m.ConfigState.id == 1)) or 0)
     zones = {z.id: z for z in session.execute(select(m.Zone)).scalars()}
     ssl_modes = {z: "flexible" for z in zones}
@@ -108,8 +152,9 @@ def load_config(
         for row in session.execute(select(m.ManagedHeader)).scalars()
         if row.header_id == "add_client_certificate_headers" and row.enabled
     }
-    identities = _custom_identities(session, keystore)
+    identities = _custom_identities(session, keystore) if server_identities else {}
     trust = _trust(session)
+    revocations = _revocations(session, zones, datetime.now(UTC))
     firewall = _zone_rules(session, FIREWALL_PHASE)
     origin_rules = _zone_rules(session, ORIGIN_PHASE)
     late_transform = _zone_rules(session, LATE_TRANSFORM_PHASE)
@@ -145,6 +190,7 @@ def load_config(
             managed_cert_headers=record.zone_id in cert_headers,
             late_transform=late_transform.get(record.zone_id, ()),
             client_cert_forwarding=(record.zone_id, record.name.lower().rstrip(".")) in forwarding,
+            revocation=revocations.get(record.zone_id),
         )
     return ConfigData(
         version=version,
@@ -180,8 +226,9 @@ def _identity_for(
 
 def heartbeat(store: Store, node_id: str, version: int) -> None:
     """Record that this node has applied `version` (the API's propagation status reads it)."""
-    now = datetime.now(UTC)
     with store.transaction() as session:
+        # The database's clock (what the API judges heartbeats with: edge/liveness.py).
+        now = store_now(session, datetime.now(UTC))
         node = session.get(m.EdgeNode, node_id)
         if node is None:
             session.add(
@@ -197,6 +244,15 @@ def heartbeat(store: Store, node_id: str, version: int) -> None:
         else:
             node.config_version = version
             node.heartbeat_at = now
+
+
+def deregister(store: Store, node_id: str) -> None:
+    """A worker that stopped cleanly (after its last request) is not waited for any more: its
+    heartbeat row goes (a killed one's ages out instead: edge/liveness.py)."""
+    with store.transaction() as session:
+        node = session.get(m.EdgeNode, node_id)
+        if node is not None:
+            session.delete(node)
 
 
 # --- watching the config version ------------------------------------------------------------

@@ -15,7 +15,9 @@ import sys
 import time
 from bisect import bisect_left
 from collections import Counter, defaultdict
+from functools import partial
 from json.encoder import encode_basestring_ascii as _quote
+from operator import itemgetter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -24,16 +26,27 @@ from mtlsgate.metrics import LATENCY_BUCKETS
 if TYPE_CHECKING:
     from mtlsgate.edge.runtime.server import ClientConnection, Request
 
-_FIELDS = (
-    '{"ts":%.3f,"host":%s,"client":"%s","method":"%s","uri":%s,"status":%d,"mtls":"%s",'
-    '"fingerprint":"%s","rule":"%s","action":"%s","ms":%.2f'
+# The part of a line that repeats between requests (same host, client, URI, verdict, rule...) is
+# formatted once per batch and key; each line then adds only its timestamp and durations.
+_MIDDLE = (
+    '"host":%s,"client":"%s","method":"%s","uri":%s,"status":%d,"mtls":"%s",'
+    '"fingerprint":"%s","rule":"%s","action":"%s"'
 )
-_LINE = _FIELDS + "}\n"
-_LINE_ORIGIN = _FIELDS + ',"origin_ms":%.2f}\n'
+_LINE = '{"ts":%.3f,%s,"ms":%.2f}\n'
+_LINE_ORIGIN = '{"ts":%.3f,%s,"ms":%.2f,"origin_ms":%.2f}\n'
 EVENT_SAMPLE = 500  # the newest records offered to the events store per write, at most
 
-# ts, host, client, method, uri, status, mtls, fingerprint, rule, action, total s, origin s
-Record = tuple[float, str, str, bytes, bytes, int, str, str, str, str, float, float | None]
+# Added to the line of a request whose verified certificate is revoked: why (pki/revocation.py:
+# "managed", "crl", "crl_stale", "crl_missing" or "denylist", a fixed alphabet).
+_REVOCATION = ',"revocation":"%s"'
+# host, client, method, uri, status, mtls, fingerprint, rule, action, revocation reason ("" when
+# not revoked): what requests share.
+Key = tuple[str, str, bytes, bytes, int, str, str, str, str, str]
+# ts, total seconds, origin seconds, key
+Record = tuple[float, float, float | None, Key]
+_KEY = itemgetter(3)
+_ORIGIN = itemgetter(2)
+_bucket = partial(bisect_left, LATENCY_BUCKETS)
 
 
 class Observer:
@@ -45,6 +58,7 @@ class Observer:
         self.handshakes: Counter[tuple[str, str]] = Counter()
         self.requests: Counter[tuple[str, int, str]] = Counter()
         self.rules: Counter[tuple[str, str, str]] = Counter()
+        self.revocations: Counter[tuple[str, str]] = Counter()  # (host, reason) → requests
         # Per hostname: how many origin latencies fell in each bucket (not cumulative).
         self.latency: defaultdict[str, list[int]] = defaultdict(
             lambda: [0] * (len(LATENCY_BUCKETS) + 1)
@@ -58,44 +72,78 @@ class Observer:
         self.handshakes[(hostname, mtls_status)] += 1
 
     def request_done(self, conn: ClientConnection, req: Request) -> None:
-        # Only a tuple per request; counters are computed from the batch in flush_log().
+        # Only a tuple per request; counters and lines are computed from the batch in flush_log().
         verdict = conn.verdict
         facts = req.facts
         self.records.append(
-            # The host is the configuration's (never the client's SNI or Host header).
-            (time.time(), (facts.profile if facts is not None else conn.state.profile).hostname,
-             conn.peer, req.method, req.url, req.status,
-             verdict.status if verdict is not None else "none",
-             conn.fingerprint() if verdict is not None else "", req.rule_id,
-             req.action or "forward", time.monotonic() - req.started, req.origin_seconds)
+            (time.time(), time.monotonic() - req.started, req.origin_seconds,
+             # The host is the configuration's (never the client's SNI or Host header).
+             ((facts.profile if facts is not None else conn.state.profile).hostname,
+              conn.peer, req.method, req.url, req.status,
+              verdict.status if verdict is not None else "none",
+              conn.fingerprint() if verdict is not None else "", req.rule_id,
+              req.action or "forward",
+              verdict.reason if verdict is not None and verdict.revoked else ""))
         )  # fmt: skip
 
-    def _count(self, records: list[Record]) -> None:
+    def _count(self, records: list[Record], keys: Counter[Key]) -> None:
+        """Counters from a batch: per distinct key (requests of a batch share few keys), and per
+        record only where a value differs per request (the origin latency)."""
         requests, rules, minutes = self.requests, self.rules, self.minute_counts
-        latency, latency_sum = self.latency, self.latency_sum
-        for ts, host, _, _, _, status, mtls, _, rule, action, _, seconds in records:
-            requests[(host, status, action)] += 1
+        for (host, _, _, _, status, _, _, rule, action, why), n in keys.items():
+            requests[(host, status, action)] += n
             if rule:
-                rules[(host, action, rule)] += 1
-            if seconds is not None:
-                latency[host][bisect_left(LATENCY_BUCKETS, seconds)] += 1
-                latency_sum[host] += seconds
-            minutes[(int(ts) // 60 * 60, host, mtls, status, action)] += 1
+                rules[(host, action, rule)] += n
+            if why:
+                self.revocations[(host, why)] += n
+        minute = int(records[0][0]) // 60 * 60
+        if int(records[-1][0]) // 60 * 60 == minute:
+            for (host, _, _, _, status, mtls, _, _, action, _), n in keys.items():
+                minutes[(minute, host, mtls, status, action)] += n
+        else:  # the batch straddles a minute
+            for ts, _, _, (host, _, _, _, status, mtls, _, _, action, _) in records:
+                minutes[(int(ts) // 60 * 60, host, mtls, status, action)] += 1
+        hosts = {key[0] for key in keys}
+        if len(hosts) == 1:
+            host = hosts.pop()
+            seconds = [s for s in map(_ORIGIN, records) if s is not None]
+            if seconds:
+                buckets = self.latency[host]
+                for i, n in Counter(map(_bucket, seconds)).items():
+                    buckets[i] += n
+                self.latency_sum[host] += sum(seconds)
+            return
+        latency, latency_sum = self.latency, self.latency_sum
+        for _, _, s, key in records:
+            if s is not None:
+                latency[key[0]][_bucket(s)] += 1
+                latency_sum[key[0]] += s
+
+    @staticmethod
+    def _middle(key: Key) -> str:
+        """The shared part of a line. The URI and the host are escaped (the host comes from the
+        configuration, but is escaped anyway); the client is an address, llhttp admits only
+        token methods, and status words, fingerprints and rule ids are fixed alphabets."""
+        host, client, method, uri, status, mtls, fp, rule, action, why = key
+        middle = _MIDDLE % (_quote(host), client, method.decode("latin-1"),
+                            _quote(uri.decode("latin-1")[:2048]), status, mtls, fp, rule,
+                            action)  # fmt: skip
+        return middle + _REVOCATION % why if why else middle
+
+    @staticmethod
+    def _lines(records: list[Record], middles: dict[Key, str]) -> str:
+        parts = []
+        for ts, total, origin, key in records:
+            if origin is None:
+                parts.append(_LINE % (ts, middles[key], total * 1000))
+            else:
+                parts.append(_LINE_ORIGIN % (ts, middles[key], total * 1000, origin * 1000))
+        return "".join(parts)
 
     @staticmethod
     def format(r: Record) -> str:
-        """One JSON log line (with its newline). The URI and the host are escaped (the host
-        comes from the configuration, but is escaped anyway); the client is an address, llhttp
-        admits only token methods, and status words, fingerprints and rule ids are fixed
-        alphabets. One %-format per line: the cheapest way Python has to build it."""
-        ts, host, client, method, uri, status, mtls, fp, rule, action, total, origin = r
-        uri_json = _quote(uri.decode("latin-1")[:2048])
-        verb = method.decode("latin-1")
-        if origin is None:
-            return _LINE % (ts, _quote(host), client, verb, uri_json, status, mtls, fp, rule,
-                            action, total * 1000)  # fmt: skip
-        return _LINE_ORIGIN % (ts, _quote(host), client, verb, uri_json, status, mtls, fp, rule,
-                               action, total * 1000, origin * 1000)  # fmt: skip
+        """One JSON log line (with its newline)."""
+        return Observer._lines([r], {r[3]: Observer._middle(r[3])})
 
     @staticmethod
     def as_dict(r: Record) -> dict[str, Any]:
@@ -107,9 +155,10 @@ class Observer:
         if not records:
             return
         self.records = []
-        self._count(records)
-        fmt = self.format
-        self.out.write("".join([fmt(r) for r in records]))
+        keys = Counter(map(_KEY, records))
+        self._count(records, keys)
+        middle = self._middle
+        self.out.write(self._lines(records, {key: middle(key) for key in keys}))
         self.out.flush()
         # The newest ones are the sample the events store keeps.
         events = self.events
@@ -140,6 +189,7 @@ class Observer:
             "handshakes": [[h, s, n] for (h, s), n in self.handshakes.items()],
             "requests": [[h, st, a, n] for (h, st, a), n in self.requests.items()],
             "rules": [[h, a, r, n] for (h, a, r), n in self.rules.items()],
+            "revocations": [[h, w, n] for (h, w), n in self.revocations.items()],
             "latency": latency,
             "latency_sum": dict(self.latency_sum),
             "latency_count": latency_count,

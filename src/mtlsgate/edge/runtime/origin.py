@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     from mtlsgate.edge.runtime.server import ClientConnection, Request
 
 MAX_IDLE_PER_ORIGIN = 32
+# Request body bytes held for an origin that is still connecting before the client is paused.
+MAX_PENDING_BODY = 256 * 1024
 # Requests without a body that may be sent again when a pooled connection turns out stale.
 RETRYABLE = frozenset({b"GET", b"HEAD", b"OPTIONS"})
 
@@ -47,6 +49,28 @@ _HOP_BY_HOP_LINE = re.compile(
 )
 _CONTENT_LENGTH = re.compile(rb"\r\ncontent-length:([^\r\n]*)", re.IGNORECASE)
 _NO_BODY = (b"204", b"304")
+
+
+_SIMPLE_HEADS: dict[bytes, tuple[int, int] | tuple[()]] = {}
+_SIMPLE_HEADS_MAX = 256
+_CACHED_HEAD_MAX = 2048
+
+
+def _judge_head(head: bytes) -> tuple[int, int] | tuple[()]:
+    """(status, Content-Length) when a response head (without its blank line) may be relayed
+    as it is; () when it needs httptools. One pass each: the head's shape (status line, token
+    names, no bare CR or LF, no NUL, no obs-fold), no hop-by-hop header, exactly one
+    Content-Length, a status that carries a body."""
+    if _SIMPLE_HEAD.fullmatch(head) is None or _HOP_BY_HOP_LINE.search(head) is not None:
+        return ()
+    lengths = _CONTENT_LENGTH.findall(head)
+    if len(lengths) != 1:
+        return ()
+    length = lengths[0].strip(b" \t")
+    code = head[9:12]
+    if not length.isdigit() or len(length) > 18 or code in _NO_BODY:
+        return ()
+    return int(code), int(length)
 
 
 class OriginConnection(asyncio.Protocol):
@@ -80,12 +104,12 @@ class OriginConnection(asyncio.Protocol):
             return
         req.got_bytes = True
         client = req.client
-        # The origin timeout runs between reads, as nginx's proxy_read_timeout: a long response
-        # that keeps coming is not cut.
-        client.deadline = self.pool.loop.time() + self.pool.response_timeout
         if not self.in_message and not req.head_only and self._whole_response(req, data):
             client.flush()
             return
+        # The origin timeout runs between reads, as nginx's proxy_read_timeout: a long response
+        # that keeps coming is not cut. (A whole response leaves the client's deadline to it.)
+        client.deadline = self.pool.loop.time() + self.pool.response_timeout
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError as e:
@@ -123,24 +147,20 @@ class OriginConnection(asyncio.Protocol):
         if end < 12:
             return False
         head = data[:end]
-        # One pass each: the head's shape (status line, token names, no bare CR or LF, no NUL,
-        # no obs-fold), no hop-by-hop header, exactly one Content-Length that fits the read.
-        if _SIMPLE_HEAD.fullmatch(head) is None or _HOP_BY_HOP_LINE.search(head) is not None:
+        # An origin sends the same few heads over and over (only Date changes, once a second):
+        # the verdict on a head is a pure function of its bytes, so it is remembered.
+        simple = _SIMPLE_HEADS.get(head)
+        if simple is None:
+            simple = _judge_head(head)
+            if end <= _CACHED_HEAD_MAX:  # (bounds the cache's memory)
+                if len(_SIMPLE_HEADS) >= _SIMPLE_HEADS_MAX:
+                    _SIMPLE_HEADS.clear()
+                _SIMPLE_HEADS[head] = simple
+        if not simple or simple[1] != len(data) - end - 4:
             return False
-        lengths = _CONTENT_LENGTH.findall(head)
-        if len(lengths) != 1:
-            return False
-        length = lengths[0].strip(b" \t")
-        code = head[9:12]
-        if (
-            not length.isdigit()
-            or len(length) > 18
-            or int(length) != len(data) - end - 4
-            or code in _NO_BODY
-        ):
-            return False
+        code = simple[0]
         client_req = req.client_req
-        client_req.status = int(code)
+        client_req.status = code
         if not client_req.keep_alive:
             tail = b"\r\nConnection: close\r\n\r\n"
         elif client_req.version == "1.0":
@@ -263,6 +283,7 @@ class OriginRequest:
         "head",
         "head_only",
         "origin",
+        "paused",
         "pending",
         "pool",
         "retried",
@@ -286,6 +307,7 @@ class OriginRequest:
         self.head_only = client_req.method == b"HEAD"
         self.conn: OriginConnection | None = None
         self.pending: list[bytes] = [head]
+        self.paused = False  # the client's reading, stopped while the origin connects
         self.ended = False
         self.got_bytes = False
         self.retried = False
@@ -317,6 +339,10 @@ class OriginRequest:
         self.conn = conn
         conn.request = self
         assert conn.transport is not None
+        if self.paused:
+            # (Before the write: a full origin socket pauses the client again, in pause_writing.)
+            self.paused = False
+            self._client_reading(True)
         conn.transport.write(b"".join(self.pending))
         self.pending = []
 
@@ -334,7 +360,21 @@ class OriginRequest:
         if self.conn is not None and self.conn.transport is not None:
             self.conn.transport.write(data)
         else:
-            self.pending.append(data)
+            pending = self.pending
+            pending.append(data)
+            # A body arriving while the origin connects waits here: bounded, as it is by the
+            # origin socket's backpressure once connected.
+            if not self.paused and sum(map(len, pending)) > MAX_PENDING_BODY:
+                self.paused = True
+                self._client_reading(False)
+
+    def _client_reading(self, on: bool) -> None:
+        client = self.client
+        if not client.closing and client.transport is not None:
+            if on:
+                client.transport.resume_reading()
+            else:
+                client.transport.pause_reading()
 
     def finished(self, close_client: bool) -> None:
         self.client_req.origin_seconds = time.monotonic() - self.sent_at

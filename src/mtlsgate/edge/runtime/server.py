@@ -23,7 +23,7 @@ import os
 import re
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, cast
 
 import httptools
@@ -34,7 +34,7 @@ from mtlsgate.edge.facts import RequestFacts
 from mtlsgate.edge.runtime.observe import Observer
 from mtlsgate.edge.runtime.origin import OriginPool, OriginRequest
 from mtlsgate.edge.runtime.tls_engine import DONE, WANT, Engine, select_engine
-from mtlsgate.edge.snapshot import HostProfile, Origin, Snapshot
+from mtlsgate.edge.snapshot import HeaderOps, HostProfile, Origin, Snapshot
 from mtlsgate.edge.timeouts import EdgeTimeouts
 from mtlsgate.edge.tls import HandshakeState
 from mtlsgate.pki.client_auth import ClientCertFacts, Verdict
@@ -85,6 +85,7 @@ _REASONS = {
     504: b"Gateway Timeout",
 }
 _VERIFIED = "cf.tls_client_auth.cert_verified"
+_FENCED = b"this edge cannot confirm that its configuration is current\n"
 _NO_CERT_HEADERS = (
     b"cf-cert-presented: false\r\ncf-cert-verified: false\r\ncf-cert-revoked: false\r\n"
 )
@@ -131,6 +132,12 @@ class Request:
         self.started = started
 
 
+def _ray_ids(start: int) -> Iterator[bytes]:
+    while True:
+        yield from [b"%012x" % (i & 0xFFFFFFFFFFFF) for i in range(start, start + 1024)]
+        start += 1024
+
+
 class EdgeWorker:
     """Per-process state: the current snapshot, the TLS engine, the origin pool, counters."""
 
@@ -152,10 +159,21 @@ class EdgeWorker:
         self.pool = OriginPool(loop, self.timeouts)
         self.connections: set[ClientConnection] = set()
         self.reject_context = SSL.Context(SSL.TLS_SERVER_METHOD)
-        self._ray = int(time.time() * 1000) & 0xFFFFFFFF
+        # CF-Ray ids: a counter from the start time, formatted in batches (a per-request
+        # format call was a visible share of the request path).
+        self.rays = _ray_ids(int(time.time() * 1000) & 0xFFFFFFFF)
         self.snapshot = snapshot
         self.install(snapshot)
         self._sweeper = loop.call_later(SWEEP_INTERVAL, self._sweep)
+        # Past this loop time, requests on mTLS hostnames get 503 until the configuration is
+        # confirmed current again (edge/liveness.py). Never, unless a watcher sets fence_after.
+        self.fence_after: float | None = None
+        self.fenced_from = float("inf")
+
+    def confirmed(self, at: float) -> None:
+        """The store confirmed, as of loop time `at`, that this worker's config is current."""
+        if self.fence_after is not None:
+            self.fenced_from = at + self.fence_after
 
     def install(self, snapshot: Snapshot) -> None:
         """Swap the configuration: new handshakes and the next request of every open
@@ -168,8 +186,7 @@ class EdgeWorker:
         self.snapshot = snapshot
 
     def next_ray(self) -> bytes:
-        self._ray = (self._ray + 1) & 0xFFFFFFFFFFFF
-        return b"%012x" % self._ray
+        return next(self.rays)
 
     def on_sni(self, conn: SSL.Connection) -> None:
         """Pick the host profile for the name the client asked for; unknown names fail the
@@ -222,6 +239,8 @@ class ClientConnection(asyncio.Protocol):
         "closing",
         "current",
         "deadline",
+        "fwd_block",
+        "fwd_headers",
         "handshaken",
         "head_raw",
         "header_bytes",
@@ -268,6 +287,8 @@ class ClientConnection(asyncio.Protocol):
         self.cert_block: bytes | None = None
         self.cert_block_version = -1
         self.verdict_version = -1
+        self.fwd_headers: list[tuple[bytes, bytes]] | None = None  # see _origin_head
+        self.fwd_block = b""
 
     # --- transport events ------------------------------------------------------------------
 
@@ -332,6 +353,8 @@ class ClientConnection(asyncio.Protocol):
         assert profile is not None
         if profile.mtls:
             self.verdict = self.session.verdict()
+            if profile.revocation is not None:  # None for most accounts: no cost then
+                self._apply_revocation(profile)
         # The version the trust set came from, not the current one: a change that landed during
         # the handshake is re-checked on the first request (_recheck).
         self.verdict_version = self.state.version
@@ -548,6 +571,12 @@ class ClientConnection(asyncio.Protocol):
                     return
         if self.verdict_version != snapshot.version:
             self._recheck(target, snapshot.version)
+        worker = self.worker
+        now = worker.loop.time()
+        if now > worker.fenced_from and target.mtls:
+            # The API may already report a revocation done without this worker (edge/liveness.py).
+            self._respond(req, simple_response(503, _FENCED))
+            return
         facts = req.facts = RequestFacts(self, req, target)
         # Two fields the request path already knows, set without a provider call: the seed's
         # rule reads exactly these.
@@ -581,8 +610,7 @@ class ClientConnection(asyncio.Protocol):
             if route >= 0:
                 origin = target.origin_routes[route]
         head = self._origin_head(req, target, origin)
-        worker = self.worker
-        self.deadline = worker.loop.time() + worker.pool.response_timeout
+        self.deadline = now + worker.pool.response_timeout
         origin_req = req.origin = worker.pool.request(origin, head, self, req)
         if req.body:
             for chunk in req.body:
@@ -608,6 +636,34 @@ class ClientConnection(asyncio.Protocol):
             self.verdict = None
         elif verdict.verified and self._verifying_anchor() not in target.trust_fingerprints:
             self.verdict = Verdict.failed(20, 0)
+        elif verdict.verified:
+            # Revocations are re-decided from the handshake's own verdict, so a reactivation
+            # un-revokes an open connection as a revocation reaches one.
+            if verdict.revoked:
+                self.verdict = Verdict(presented=True, verified=True)
+            if target.revocation is not None:
+                self._apply_revocation(target)
+
+    def _apply_revocation(self, profile: HostProfile) -> None:
+        """A verified certificate the account's revocations list stays verified and becomes
+        revoked with the list's reason (cf.tls_client_auth.cert_revoked, as at Cloudflare)."""
+        index = profile.revocation
+        verdict = self.verdict
+        if index is None or verdict is None or not verdict.verified:
+            return
+        # Cheap first: the peer's serial against every listed serial. The verified chain and
+        # the two SHA-256 are paid only when the index may name this certificate.
+        peer = self.session.conn.get_peer_certificate()
+        if peer is None or not index.may_revoke(peer.get_serial_number()):
+            return
+        path = self.session.conn.get_verified_chain(as_cryptography=True) or []
+        if not path:
+            return
+        leaf = path[0]
+        issuer = path[1].fingerprint(hashes.SHA256()) if len(path) > 1 else None
+        why = index.reason(leaf.serial_number, leaf.fingerprint(hashes.SHA256()), issuer)
+        if why is not None:
+            self.verdict = Verdict(presented=True, verified=True, revoked=True, reason=why)
 
     def _verifying_anchor(self) -> bytes | None:
         """SHA-256 of the trust anchor that verified the client (the verified chain's top)."""
@@ -636,6 +692,32 @@ class ClientConnection(asyncio.Protocol):
             self.cert_block_version = version
         return self.cert_block
 
+    def _forwarded(self, headers: list[tuple[bytes, bytes]], ops: HeaderOps | None) -> bytes:
+        """The client's headers as forwarded (without the hop's and the edge's own), then the
+        edge's X-Forwarded-For, X-Forwarded-Proto and CF-Connecting-IP."""
+        out: list[bytes] = []
+        forwarded: list[bytes] = []
+        for name, value in headers:
+            if name in _DROPPED or name.startswith(SPOOFABLE_PREFIXES):
+                if name == b"x-forwarded-for" and value.strip():
+                    forwarded.append(value.strip())
+                continue
+            if ops is not None and name in ops:
+                continue
+            out += [name, b": ", value, b"\r\n"]
+        client_ip = self.peer.encode()
+        # Documented: a client's X-Forwarded-For (all of them, in order) is kept and the
+        # client's address appended; origins that trust it must trust only the last entry.
+        xff = b", ".join([*forwarded, client_ip]) if forwarded else client_ip
+        out += [b"X-Forwarded-For: ", xff, b"\r\n"]
+        # Of the edge's own headers a rule may replace X-Forwarded-Proto and remove
+        # CF-Connecting-IP (builder.py drops operations on the others).
+        if ops is None or b"x-forwarded-proto" not in ops:
+            out.append(b"X-Forwarded-Proto: https\r\n")
+        if ops is None or b"cf-connecting-ip" not in ops:
+            out += [b"CF-Connecting-IP: ", client_ip, b"\r\n"]
+        return b"".join(out)
+
     def _origin_head(self, req: Request, profile: HostProfile, origin: Origin) -> bytes:
         # An HTTP/1.0 request may come without Host: the origin still gets one.
         host = (
@@ -650,38 +732,20 @@ class ClientConnection(asyncio.Protocol):
         ops = None
         if profile.late_transform is not None and req.facts is not None:
             ops = profile.late_transform(req.facts) or None
-        forwarded: list[bytes] = []
-        for name, value in req.headers:
-            if name in _DROPPED or name.startswith(SPOOFABLE_PREFIXES):
-                if name == b"x-forwarded-for" and value.strip():
-                    forwarded.append(value.strip())
-                continue
-            if ops is not None and name in ops:
-                continue
-            out += [name, b": ", value, b"\r\n"]
-        client_ip = self.peer.encode()
-        # Documented: a client's X-Forwarded-For (all of them, in order) is kept and the
-        # client's address appended; origins that trust it must trust only the last entry.
-        xff = b", ".join([*forwarded, client_ip]) if forwarded else client_ip
+        headers = req.headers
         if ops is None:
-            out += [
-                b"X-Forwarded-For: ",
-                xff,
-                b"\r\nX-Forwarded-Proto: https\r\nCF-Connecting-IP: ",
-                client_ip,
-                b"\r\nCF-Ray: ",
-                self.worker.next_ray(),
-                b"\r\n",
-            ]
+            # A keep-alive client tends to send the same headers on every request: their
+            # forwarded form (with the edge's address headers) is kept for the next one.
+            if headers == self.fwd_headers:
+                out.append(self.fwd_block)
+            else:
+                block = self._forwarded(headers, None)
+                # (A copy: trailers of a chunked body are appended to req.headers later.)
+                self.fwd_headers, self.fwd_block = headers.copy(), block
+                out.append(block)
         else:
-            # Of the edge's own headers a rule may replace X-Forwarded-Proto and remove
-            # CF-Connecting-IP (builder.py drops operations on the others).
-            out += [b"X-Forwarded-For: ", xff, b"\r\n"]
-            if b"x-forwarded-proto" not in ops:
-                out.append(b"X-Forwarded-Proto: https\r\n")
-            if b"cf-connecting-ip" not in ops:
-                out += [b"CF-Connecting-IP: ", client_ip, b"\r\n"]
-            out += [b"CF-Ray: ", self.worker.next_ray(), b"\r\n"]
+            out.append(self._forwarded(headers, ops))
+        out += [b"CF-Ray: ", next(self.worker.rays), b"\r\n"]
         if profile.managed_cert_headers:
             out.append(self._cert_header_block())
         if profile.client_cert_forwarding:

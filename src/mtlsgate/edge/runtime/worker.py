@@ -19,9 +19,11 @@ from pathlib import Path
 import uvloop
 
 from mtlsgate.edge.builder import build_snapshot
+from mtlsgate.edge.liveness import FENCE_AFTER, HEARTBEAT_INTERVAL
 from mtlsgate.edge.runtime.config_sync import (
     POLL_INTERVAL,
     VersionSource,
+    deregister,
     heartbeat,
     load_config,
     version_source,
@@ -37,7 +39,6 @@ from mtlsgate.store.keystore import KeyStore
 
 log = logging.getLogger("mtlsgate.edge")
 
-HEARTBEAT_INTERVAL = 2.0
 DRAIN_SECONDS = 10.0
 
 
@@ -96,6 +97,7 @@ class ConfigWatcher:
         loop = asyncio.get_running_loop()
         while True:
             try:
+                checked = loop.time()
                 current = await self.source.current()
                 if current is not None and current != self.version:
                     await loop.run_in_executor(None, self.build)
@@ -108,6 +110,9 @@ class ConfigWatcher:
                     )
                     self.reported = self.version
                     self.next_beat = loop.time() + HEARTBEAT_INTERVAL
+                    # The store has heard from this node, with the version read at `checked`:
+                    # mTLS hostnames stay served (edge/liveness.py).
+                    self.worker.confirmed(checked)
             except Exception:
                 log.exception("edge configuration refresh failed; keeping the current one")
             # Never less than POLL_INTERVAL, so a failing heartbeat cannot spin this loop.
@@ -211,6 +216,8 @@ async def _main(
     worker = EdgeWorker(Snapshot(-1, {}), loop, observer, timeouts=timeouts)
     watcher = ConfigWatcher(store, keystore, edge_ca, worker, default_hostname, node_id)
     await loop.run_in_executor(None, watcher.build)
+    worker.fence_after = FENCE_AFTER  # (in-process test workers, without a watcher, never fence)
+    worker.confirmed(loop.time())
     # What start-up created lives as long as the worker: out of the cyclic GC's way.
     gc.freeze()
     server = await loop.create_server(worker.protocol_factory, sock=listen_socket(host, port))
@@ -242,6 +249,10 @@ async def _main(
     with contextlib.suppress(asyncio.CancelledError):
         await poller
     await watcher.close()
+    try:
+        await loop.run_in_executor(None, deregister, store, node_id)
+    except Exception:  # the store may be gone: the row then ages out
+        log.exception("could not deregister edge node %s", node_id)
     observer.flush_log()
     observer.dump_metrics()
     await _record_events(loop, observer, store, node_id)
