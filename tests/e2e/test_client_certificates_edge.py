@@ -45,18 +45,23 @@ def edge_gateway(
     """A gateway whose api.example.com checks clients against the managed CA, with the rule."""
     monkeypatch.setenv("MTLSGATE_EDGE_TLS", tls_path)
     with harness.edge_gateway(tmp_path / "data", database_url, (HOST,)) as (gw, port):
-        zone = gw.zone_id
-        with gw.http() as c:
-            for path, body in (
-                # No mtls_certificate_id: the managed CA's hostnames.
-                (f"/zones/{zone}/certificate_authorities/hostname_associations",
-                 {"hostnames": [HOST]}),
-                (f"/zones/{zone}/rulesets/phases/http_request_firewall_custom/entrypoint",
-                 {"rules": [{"expression": RULE, "action": "block"}]}),
-            ):  # fmt: skip
-                r = c.put(path, json=body)
-                assert r.status_code == 200, r.text
+        managed_mtls(gw)
         yield gw, port
+
+
+def managed_mtls(gw: Gateway) -> None:
+    """HOST checks clients against the managed CA, and RULE blocks unverified or revoked ones."""
+    zone = gw.zone_id
+    with gw.http() as c:
+        for path, body in (
+            # No mtls_certificate_id: the managed CA's hostnames.
+            (f"/zones/{zone}/certificate_authorities/hostname_associations",
+             {"hostnames": [HOST]}),
+            (f"/zones/{zone}/rulesets/phases/http_request_firewall_custom/entrypoint",
+             {"rules": [{"expression": RULE, "action": "block"}]}),
+        ):  # fmt: skip
+            r = c.put(path, json=body)
+            assert r.status_code == 200, r.text
 
 
 def openssl_req(tmp: Path, subject: str = SUBJECT) -> tuple[Path, str]:

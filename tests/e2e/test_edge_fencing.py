@@ -18,13 +18,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_client_certificates_edge import HOST, curl, openssl_req, until
-from tests.harness import Gateway, edge_gateway
-
-RULE = (
-    f'(http.host in {{"{HOST}"}} and '
-    "(not cf.tls_client_auth.cert_verified or cf.tls_client_auth.cert_revoked))"
+from tests.e2e.test_client_certificates_edge import (
+    HOST,
+    curl,
+    managed_mtls,
+    openssl_req,
+    until,
 )
+from tests.harness import Gateway, edge_gateway
 
 
 def _serving_workers(gw: Gateway, port: int) -> list[int]:
@@ -52,15 +53,8 @@ def test_a_frozen_worker_refuses_after_the_api_stopped_waiting_for_it(
 
 def _frozen_worker_scenario(gw: Gateway, port: int, tmp_path: Path, frozen: int) -> None:
     zone = gw.zone_id
+    managed_mtls(gw)
     with gw.http() as c:
-        for path, body in (
-            (f"/zones/{zone}/certificate_authorities/hostname_associations",
-             {"hostnames": [HOST]}),
-            (f"/zones/{zone}/rulesets/phases/http_request_firewall_custom/entrypoint",
-             {"rules": [{"expression": RULE, "action": "block"}]}),
-        ):  # fmt: skip
-            r = c.put(path, json=body)
-            assert r.status_code == 200, r.text
         key, csr = openssl_req(tmp_path / "client")
         r = c.post(f"/zones/{zone}/client_certificates", json={"csr": csr, "validity_days": 30})
         assert r.status_code == 200, r.text

@@ -33,12 +33,8 @@ class EdgeCA:
         self.key = key
 
     @classmethod
-    def load_or_create(cls, data_dir: Path, *, now: datetime) -> EdgeCA:
-        cert_path, key_path = data_dir / "edge-ca.pem", data_dir / "edge-ca.key"
-        if cert_path.exists() and key_path.exists():
-            key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
-            assert isinstance(key, ec.EllipticCurvePrivateKey)
-            return cls(x509.load_pem_x509_certificate(cert_path.read_bytes()), key)
+    def generate(cls, *, now: datetime) -> EdgeCA:
+        """A new edge CA in memory (load_or_create keeps one in the data dir)."""
         key = ec.generate_private_key(ec.SECP256R1())
         name = x509.Name(
             [
@@ -62,6 +58,17 @@ class EdgeCA:
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
             .sign(key, hashes.SHA256())
         )
+        return cls(cert, key)
+
+    @classmethod
+    def load_or_create(cls, data_dir: Path, *, now: datetime) -> EdgeCA:
+        cert_path, key_path = data_dir / "edge-ca.pem", data_dir / "edge-ca.key"
+        if cert_path.exists() and key_path.exists():
+            key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+            assert isinstance(key, ec.EllipticCurvePrivateKey)
+            return cls(x509.load_pem_x509_certificate(cert_path.read_bytes()), key)
+        ca = cls.generate(now=now)
+        cert, key = ca.cert, ca.key
         data_dir.mkdir(parents=True, exist_ok=True)
         fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as fh:

@@ -16,14 +16,12 @@ import ipaddress
 import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from functools import cache
 from typing import Any, cast
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import hashes
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -222,28 +220,10 @@ def _probe_identity() -> tuple[ServerIdentity, EdgeCA]:
     """A throwaway server identity for the probe's contexts: the server's own certificate plays
     no part in verifying the client's, and this keeps custom keys sealed and the edge CA's key
     where it is."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mtlsgate explain probe")])
     now = datetime.now(UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(days=1))
-        .not_valid_after(now + timedelta(days=3650))
-        .sign(key, hashes.SHA256())
-    )
-    identity = ServerIdentity(
-        cert.public_bytes(serialization.Encoding.PEM).decode(),
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        ).decode(),
-    )
-    return identity, EdgeCA(cert, key)
+    ca = EdgeCA.generate(now=now)
+    issued = ca.issue(["mtlsgate-explain-probe.invalid"], now=now)
+    return ServerIdentity(issued.chain_pem, issued.key_pem), ca
 
 
 def _profile(data: ConfigData, hostname: str) -> tuple[HostProfile | None, HostData | None]:

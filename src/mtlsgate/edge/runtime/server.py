@@ -185,9 +185,6 @@ class EdgeWorker:
             self.engine.prepare_context(profile.context, profile.mtls)
         self.snapshot = snapshot
 
-    def next_ray(self) -> bytes:
-        return next(self.rays)
-
     def on_sni(self, conn: SSL.Connection) -> None:
         """Pick the host profile for the name the client asked for; unknown names fail the
         handshake (nothing of an unknown hostname reaches any origin)."""
