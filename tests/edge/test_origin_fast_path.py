@@ -1,4 +1,5 @@
-"""Which origin responses the edge relays without httptools (origin.py `_whole_response`):
+"""Which origin responses the edge relays without httptools (origin.py, the first branch of
+`OriginConnection.data_received`):
 exactly one complete, simple HTTP/1.1 response per read. Every other shape must be left to
 httptools, which parses strictly and rebuilds the head (tests/edge/test_response_framing.py
 covers what the client then receives, on a real edge)."""
@@ -7,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import httptools
 import pytest
 
 from mtlsgate.edge.runtime.origin import OriginConnection
@@ -21,6 +23,7 @@ class _ClientReq:
 
 class _Client:
     closing = False
+    deadline = 0.0
 
     def __init__(self) -> None:
         self.out: list[bytes] = []
@@ -29,8 +32,17 @@ class _Client:
     def origin_response(self, req: Any, data: bytes) -> None:
         self.out.append(data)
 
+    def finish(self, req: Any) -> None:
+        self.finished.append(req)
+
+    def flush(self) -> None:
+        pass
+
 
 class _Req:
+    head_only = False
+    got_bytes = False
+
     def __init__(self, version: str = "1.1", keep_alive: bool = True) -> None:
         self.client_req = _ClientReq()
         self.client_req.version = version
@@ -39,11 +51,16 @@ class _Req:
         self.sent_at = 0.0
         self.ended = True  # the whole request (head and body) has gone to the origin
 
-    def finished(self, close_client: bool) -> None:
-        self.client.finished.append(self.client_req)
+
+class _Loop:
+    def time(self) -> float:
+        return 0.0
 
 
 class _Pool:
+    loop = _Loop()
+    response_timeout = 60.0
+
     def __init__(self) -> None:
         self.released: list[Any] = []
 
@@ -51,9 +68,20 @@ class _Pool:
         self.released.append(conn)
 
 
+class _Parser:
+    """Stands in for httptools: records what the fast path left to it."""
+
+    def __init__(self) -> None:
+        self.fed: list[bytes] = []
+
+    def feed_data(self, data: bytes) -> None:
+        self.fed.append(data)
+
+
 def _origin() -> OriginConnection:
     conn = OriginConnection.__new__(OriginConnection)
     conn.pool = _Pool()  # type: ignore[assignment]
+    conn.parser = _Parser()  # type: ignore[assignment]
     conn.closed = False
     conn.request = None
     conn.transport = None
@@ -74,11 +102,12 @@ def test_a_simple_response_is_relayed_with_the_client_connection_header(
 ) -> None:
     origin, req = _origin(), _Req(version, keep_alive)
     origin.request = req  # type: ignore[assignment]
-    assert origin._whole_response(req, SIMPLE)  # type: ignore[arg-type]
+    origin.data_received(SIMPLE)
     head, body = SIMPLE.split(b"\r\n\r\n")
     assert req.client.out == [head + b"\r\n" + connection + b"\r\n" + body]
     assert req.client_req.status == 200 and req.client.finished == [req.client_req]
     assert origin.pool.released == [origin]  # type: ignore[attr-defined]
+    assert origin.parser.fed == [] and origin.request is None  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize(
@@ -115,7 +144,8 @@ def test_a_simple_response_is_relayed_with_the_client_connection_header(
 def test_anything_else_goes_to_httptools(response: bytes) -> None:
     origin, req = _origin(), _Req()
     origin.request = req  # type: ignore[assignment]
-    assert not origin._whole_response(req, response)  # type: ignore[arg-type]
+    origin.data_received(response)
+    assert origin.parser.fed == [response]  # type: ignore[attr-defined]
     assert req.client.out == [] and req.client.finished == []
 
 
@@ -126,6 +156,20 @@ def test_an_answer_before_the_whole_body_is_sent_retires_the_origin_connection()
     origin, req = _origin(), _Req()
     req.ended = False
     origin.request = req  # type: ignore[assignment]
-    assert origin._whole_response(req, SIMPLE)  # type: ignore[arg-type]
+    origin.data_received(SIMPLE)
     assert req.client.out and req.client.finished == [req.client_req]
     assert origin.pool.released == [] and origin.closed  # type: ignore[attr-defined]
+
+
+def test_an_origin_that_answers_twice_loses_its_connection() -> None:
+    # Two responses to one request (a broken or hostile origin): the second must never become
+    # the answer to the client's next request, so the connection is closed, not pooled.
+    origin, req = _origin(), _Req()
+    origin.parser = httptools.HttpResponseParser(origin)
+    origin.reason, origin.headers = b"", []
+    origin.chunk_out = origin.until_close = False
+    origin.request = req  # type: ignore[assignment]
+    origin.data_received(SIMPLE + SIMPLE)
+    assert req.client.finished == [req.client_req]
+    assert b"".join(req.client.out).count(b"HTTP/1.1 200") == 1
+    assert origin.pool.released == [origin] and origin.closed  # type: ignore[attr-defined]

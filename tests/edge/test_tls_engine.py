@@ -8,10 +8,19 @@ logic and the self-test themselves, in this process.
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
+import OpenSSL._util
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from OpenSSL import SSL
 
-from mtlsgate.edge.runtime import tls_engine
+from mtlsgate.edge import tls
+from mtlsgate.edge.runtime import tls_engine, tls_selftest
 from mtlsgate.edge.runtime.tls_selftest import run_self_test
 
 
@@ -75,3 +84,89 @@ def test_pins_match_the_tested_versions() -> None:
             if "==" in d}  # fmt: skip
     assert deps.get("pyopenssl") == tls_engine.TESTED_VERSIONS["pyopenssl"]
     assert deps.get("cryptography") == tls_engine.TESTED_VERSIONS["cryptography"]
+
+
+# --- the server's chain of a leaf-only identity (edge/tls.py _complete_chain) -------------------
+
+
+def _cert(
+    cn: str, key: Any, issuer: x509.Certificate | None, issuer_key: Any, ca: bool, days: float = 1
+) -> x509.Certificate:
+    """make_certificate with a chosen end of validity (negative: already expired)."""
+    now = datetime.now(UTC)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(issuer.subject if issuer is not None else name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=30))
+        .not_valid_after(now + timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        .sign(issuer_key if issuer_key is not None else key, hashes.SHA256())
+    )
+
+
+def _served_chain(engine: tls_engine.Engine, leaf: x509.Certificate, key: Any,
+                  anchors: list[x509.Certificate]) -> list[bytes]:  # fmt: skip
+    """The certificates a client receives from a context for `leaf` alone, trusting `anchors`."""
+    pem = serialization.Encoding.PEM
+    key_pem = key.private_bytes(
+        pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    context = tls.build_context(
+        tls.ServerIdentity(leaf.public_bytes(pem).decode(), key_pem),
+        trust_anchors=anchors,
+        request_client_cert=True,
+    )
+    assert OpenSSL._util.lib.ERR_peek_error() == 0  # nothing left for a later SSL_get_error
+    engine.prepare_context(context, True)
+    client = tls_selftest._client(None, key)
+    problem, verdict = tls_selftest._exchange(engine, context, client)
+    assert problem == "" and not verdict.presented
+    chain = client.get_peer_cert_chain(as_cryptography=True) or []
+    return [c.public_bytes(serialization.Encoding.DER) for c in chain]
+
+
+@pytest.mark.parametrize("path", ["fast", "public"])
+def test_a_leaf_only_identity_serves_the_chain_openssl_would_build(
+    path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # OpenSSL completes a leaf-only server chain from the context's store (the client trust
+    # anchors) on every handshake; build_context does it once. Clients must see the same
+    # certificates either way, including where build_context leaves it to OpenSSL.
+    engine = tls_engine.select_engine(choice=path)
+    ca_key, other_key, key = (ec.generate_private_key(ec.SECP256R1()) for _ in range(3))
+    ca = _cert("private CA", ca_key, None, None, ca=True)
+    same_name = _cert("private CA", other_key, None, None, ca=True)  # re-keyed: bad signature
+    expired_ca = _cert("old CA", ca_key, None, None, ca=True, days=-1)
+    stranger = _cert("another CA", other_key, None, None, ca=True)
+    cases = {
+        "issued by an anchor": (_cert("edge", key, ca, ca_key, False), [ca, stranger]),
+        "issuer not trusted": (_cert("edge", key, stranger, other_key, False), [ca]),
+        "self-signed": (_cert("edge", key, None, None, False), [ca]),
+        "anchor of that name, other key": (_cert("edge", key, ca, ca_key, False), [same_name]),
+        "two anchors of that name": (_cert("edge", key, ca, ca_key, False), [ca, same_name]),
+        "expired anchor": (_cert("edge", key, expired_ca, ca_key, False), [expired_ca]),
+    }
+    completed = []
+    add = SSL.Context.add_extra_chain_cert
+
+    def spy(context: SSL.Context, cert: x509.Certificate) -> None:
+        completed.append(cert)
+        add(context, cert)
+
+    monkeypatch.setattr(SSL.Context, "add_extra_chain_cert", spy)
+    built = {label: _served_chain(engine, c[0], key, c[1]) for label, c in cases.items()}
+    assert completed == [ca]  # built once only where it is plain; elsewhere OpenSSL as before
+    monkeypatch.undo()
+    monkeypatch.setattr(tls, "_complete_chain", lambda *_a: None)  # OpenSSL's per handshake
+    for label, (leaf, anchors) in cases.items():
+        assert built[label] == _served_chain(engine, leaf, key, anchors), label
+    der = serialization.Encoding.DER
+    assert built["issued by an anchor"] == [
+        cases["issued by an anchor"][0].public_bytes(der),
+        ca.public_bytes(der),
+    ]
+    assert built["issuer not trusted"] == [cases["issuer not trusted"][0].public_bytes(der)]

@@ -56,6 +56,16 @@ _SIMPLE_HEADS_MAX = 256
 _CACHED_HEAD_MAX = 2048
 
 
+def _remember_head(head: bytes) -> tuple[int, int] | tuple[()]:
+    """_judge_head's verdict, remembered for the next response with the same head."""
+    simple = _judge_head(head)
+    if len(head) <= _CACHED_HEAD_MAX:  # (bounds the cache's memory)
+        if len(_SIMPLE_HEADS) >= _SIMPLE_HEADS_MAX:
+            _SIMPLE_HEADS.clear()
+        _SIMPLE_HEADS[head] = simple
+    return simple
+
+
 def _judge_head(head: bytes) -> tuple[int, int] | tuple[()]:
     """(status, Content-Length) when a response head (without its blank line) may be relayed
     as it is; () when it needs httptools. One pass each: the head's shape (status line, token
@@ -104,9 +114,34 @@ class OriginConnection(asyncio.Protocol):
             return
         req.got_bytes = True
         client = req.client
-        if not self.in_message and not req.head_only and self._whole_response(req, data):
-            client.flush()
-            return
+        if not self.in_message and not req.head_only:
+            # The common case without httptools: one read holding one complete response whose
+            # head needs no rewriting (HTTP/1.1, one Content-Length, no hop-by-hop header),
+            # relayed with the client's Connection header added. Anything else (chunked, 1xx,
+            # 204/304, no length, a partial or extra byte, an unusual head) goes to httptools,
+            # which is strict and rebuilds the head. (Inline: this is the per-request path.)
+            end = data.find(b"\r\n\r\n")
+            if end >= 12:
+                head = data[:end]
+                # An origin sends the same few heads over and over (only Date changes, once a
+                # second): the verdict on a head is a pure function of its bytes, so remembered.
+                simple = _SIMPLE_HEADS.get(head)
+                if simple is None:
+                    simple = _remember_head(head)
+                if simple and simple[1] == len(data) - end - 4:
+                    client_req = req.client_req
+                    client_req.status = simple[0]
+                    if not client_req.keep_alive:
+                        tail = b"\r\nConnection: close\r\n\r\n"
+                    elif client_req.version == "1.0":
+                        tail = b"\r\nConnection: keep-alive\r\n\r\n"
+                    else:
+                        tail = b"\r\n\r\n"
+                    if not client.closing:
+                        client.out.append(b"".join((head, tail, data[end + 4 :])))
+                    self._complete(req, keep_alive=True)
+                    client.flush()
+                    return
         # The origin timeout runs between reads, as nginx's proxy_read_timeout: a long response
         # that keeps coming is not cut. (A whole response leaves the client's deadline to it.)
         client.deadline = self.pool.loop.time() + self.pool.response_timeout
@@ -116,7 +151,7 @@ class OriginConnection(asyncio.Protocol):
             # httptools wraps a callback's exception (kept as __context__).
             if isinstance(e.__context__, _HeadDone):
                 self.parser = httptools.HttpResponseParser(self)
-                self._complete(keep_alive=True)
+                self._complete(self.request, keep_alive=True)
             else:
                 self.close()
         # What this read produced for the client goes out in one TLS write and one send.
@@ -136,40 +171,6 @@ class OriginConnection(asyncio.Protocol):
         self.paused_client = None
         if client is not None and not client.closing and client.transport is not None:
             client.transport.resume_reading()
-
-    def _whole_response(self, req: OriginRequest, data: bytes) -> bool:
-        """The common case without httptools: one read holding one complete response whose
-        head needs no rewriting (HTTP/1.1, one Content-Length, no hop-by-hop header), relayed
-        with the client's Connection header added. Anything else (chunked, 1xx, 204/304, no
-        length, a partial or extra byte, an unusual head) returns False and goes to httptools,
-        which is strict and rebuilds the head."""
-        end = data.find(b"\r\n\r\n")
-        if end < 12:
-            return False
-        head = data[:end]
-        # An origin sends the same few heads over and over (only Date changes, once a second):
-        # the verdict on a head is a pure function of its bytes, so it is remembered.
-        simple = _SIMPLE_HEADS.get(head)
-        if simple is None:
-            simple = _judge_head(head)
-            if end <= _CACHED_HEAD_MAX:  # (bounds the cache's memory)
-                if len(_SIMPLE_HEADS) >= _SIMPLE_HEADS_MAX:
-                    _SIMPLE_HEADS.clear()
-                _SIMPLE_HEADS[head] = simple
-        if not simple or simple[1] != len(data) - end - 4:
-            return False
-        code = simple[0]
-        client_req = req.client_req
-        client_req.status = code
-        if not client_req.keep_alive:
-            tail = b"\r\nConnection: close\r\n\r\n"
-        elif client_req.version == "1.0":
-            tail = b"\r\nConnection: keep-alive\r\n\r\n"
-        else:
-            tail = b"\r\n\r\n"
-        req.client.origin_response(client_req, b"".join((head, tail, data[end + 4 :])))
-        self._complete(keep_alive=True)
-        return True
 
     def on_message_begin(self) -> None:
         self.in_message = True
@@ -236,14 +237,21 @@ class OriginConnection(asyncio.Protocol):
         req = self.request
         if req is not None and self.chunk_out:
             req.client.origin_response(req.client_req, b"0\r\n\r\n")
-        self._complete(keep_alive=self.parser.should_keep_alive() and not self.until_close)
+        self._complete(
+            self.request, keep_alive=self.parser.should_keep_alive() and not self.until_close
+        )
 
-    def _complete(self, keep_alive: bool) -> None:
-        req = self.request
+    def _complete(self, req: OriginRequest | None, keep_alive: bool) -> None:
+        """The response is relayed: the client's request is finished, then the connection goes
+        back to the pool. (In that order: a pipelined request the client starts in finish()
+        must not get this connection while httptools may still hold bytes of this read; an
+        origin that sent more than one response gets its connection closed instead.)"""
         self.request = None
         self.in_message = False
         if req is not None:
-            req.finished(close_client=not req.client_req.keep_alive)
+            client_req = req.client_req
+            client_req.origin_seconds = time.monotonic() - req.sent_at
+            req.client.finish(client_req)
         # Back to the pool only when the origin has had the whole request: one answered before
         # its body was all sent still waits for the rest, which must never be another
         # client's request.
@@ -257,7 +265,7 @@ class OriginConnection(asyncio.Protocol):
         self.pool.forget(self)
         req = self.request
         if req is not None and self.until_close and req.got_bytes:
-            self._complete(keep_alive=False)  # a body delimited by the end of the connection
+            self._complete(req, keep_alive=False)  # a body delimited by the end of the connection
             return
         self.request = None
         if req is not None:
@@ -270,25 +278,19 @@ class OriginConnection(asyncio.Protocol):
 
 
 class OriginRequest:
-    """One client request on its way to the origin."""
+    """One client request on its way to the origin. Creating one sends it: on a warm pooled
+    connection (LIFO: the warmest first) the head goes out in this event; otherwise a
+    connection is opened and the head (and any body that arrives meanwhile) waits for it."""
 
-    __slots__ = (
-        "aborted",
-        "chunked",
-        "client",
-        "client_req",
-        "conn",
-        "ended",
-        "got_bytes",
-        "head",
-        "head_only",
-        "origin",
-        "paused",
-        "pending",
-        "pool",
-        "retried",
-        "sent_at",
-    )
+    # Most requests keep these class-level defaults: creating one sets only what differs.
+    chunked = False
+    head_only = False
+    paused = False  # the client's reading, stopped while the origin connects
+    ended = False
+    got_bytes = False
+    retried = False
+    aborted = False
+    pending: list[bytes] | tuple[()] = ()  # what waits for a connection being opened
 
     def __init__(
         self,
@@ -303,23 +305,25 @@ class OriginRequest:
         self.head = head
         self.client = client
         self.client_req = client_req
-        self.chunked = client_req.chunked
-        self.head_only = client_req.method == b"HEAD"
-        self.conn: OriginConnection | None = None
-        self.pending: list[bytes] = [head]
-        self.paused = False  # the client's reading, stopped while the origin connects
-        self.ended = False
-        self.got_bytes = False
-        self.retried = False
-        self.aborted = False
+        if client_req.chunked:
+            self.chunked = True
+        if client_req.method == b"HEAD":
+            self.head_only = True
         self.sent_at = time.monotonic()
-
-    def start(self) -> None:
-        conn = self.pool.acquire(self.origin)
-        if conn is not None:
-            self._attach(conn)  # a warm pooled connection: the head goes out in this event
-        else:
-            self.pool.loop.create_task(self._connect())
+        self.conn: OriginConnection | None
+        # The pool's idle stack for this origin, read here (the per-request path).
+        stack = pool.idle.get(origin.pool_key)
+        while stack:
+            conn = stack.pop()
+            if not conn.closed:
+                conn.used = True
+                self.conn = conn
+                conn.request = self
+                conn.transport.write(head)  # type: ignore[union-attr]
+                return
+        self.conn = None
+        self.pending = [head]
+        pool.loop.create_task(self._connect())
 
     async def _connect(self) -> None:
         try:
@@ -344,7 +348,7 @@ class OriginRequest:
             self.paused = False
             self._client_reading(True)
         conn.transport.write(b"".join(self.pending))
-        self.pending = []
+        self.pending = ()
 
     def send_body(self, data: bytes) -> None:
         if self.chunked:
@@ -361,6 +365,8 @@ class OriginRequest:
             self.conn.transport.write(data)
         else:
             pending = self.pending
+            if not isinstance(pending, list):
+                pending = self.pending = list(pending)
             pending.append(data)
             # A body arriving while the origin connects waits here: bounded, as it is by the
             # origin socket's backpressure once connected.
@@ -375,10 +381,6 @@ class OriginRequest:
                 client.transport.resume_reading()
             else:
                 client.transport.pause_reading()
-
-    def finished(self, close_client: bool) -> None:
-        self.client_req.origin_seconds = time.monotonic() - self.sent_at
-        self.client.origin_done(self.client_req, ok=True, close=close_client)
 
     def lost(self) -> None:
         """The origin connection went away before the response was complete."""
@@ -429,22 +431,6 @@ class OriginPool:
         self._tls: dict[bool, ssl.SSLContext] = {}
         self.response_timeout = timeouts.origin_response
         self.connect_timeout = timeouts.origin_connect
-
-    def request(
-        self, origin: Origin, head: bytes, client: ClientConnection, client_req: Request
-    ) -> OriginRequest:
-        req = OriginRequest(self, origin, head, client, client_req)
-        req.start()
-        return req
-
-    def acquire(self, origin: Origin) -> OriginConnection | None:
-        stack = self.idle.get(origin.pool_key)
-        while stack:
-            conn = stack.pop()
-            if not conn.closed:
-                conn.used = True
-                return conn
-        return None
 
     def release(self, conn: OriginConnection) -> None:
         stack = self.idle.setdefault(conn.key, [])

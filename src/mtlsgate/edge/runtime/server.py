@@ -71,6 +71,8 @@ SPOOFABLE = frozenset(
 )
 # What the head of a forwarded request leaves out: the hop's own headers and the edge's.
 _DROPPED = HOP_BY_HOP | SPOOFABLE
+# Request headers that decide the request's framing or target: looked at as they are parsed.
+_FRAMING = frozenset({b"host", b"transfer-encoding", b"content-length", b"expect"})
 
 _REASONS = {
     400: b"Bad Request",
@@ -132,9 +134,11 @@ class Request:
         self.started = started
 
 
-def _ray_ids(start: int) -> Iterator[bytes]:
+def _ray_headers(start: int) -> Iterator[bytes]:
+    """CF-Ray header lines: a counter from the start time, formatted in batches (a
+    per-request format call was a visible share of the request path)."""
     while True:
-        yield from [b"%012x" % (i & 0xFFFFFFFFFFFF) for i in range(start, start + 1024)]
+        yield from [b"CF-Ray: %012x\r\n" % (i & 0xFFFFFFFFFFFF) for i in range(start, start + 1024)]
         start += 1024
 
 
@@ -159,9 +163,7 @@ class EdgeWorker:
         self.pool = OriginPool(loop, self.timeouts)
         self.connections: set[ClientConnection] = set()
         self.reject_context = SSL.Context(SSL.TLS_SERVER_METHOD)
-        # CF-Ray ids: a counter from the start time, formatted in batches (a per-request
-        # format call was a visible share of the request path).
-        self.rays = _ray_ids(int(time.time() * 1000) & 0xFFFFFFFF)
+        self.rays = _ray_headers(int(time.time() * 1000) & 0xFFFFFFFF)
         self.snapshot = snapshot
         self.install(snapshot)
         self._sweeper = loop.call_later(SWEEP_INTERVAL, self._sweep)
@@ -234,6 +236,7 @@ class ClientConnection(asyncio.Protocol):
         "cert_block",
         "cert_block_version",
         "closing",
+        "count_head",
         "current",
         "deadline",
         "fwd_block",
@@ -242,6 +245,7 @@ class ClientConnection(asyncio.Protocol):
         "head_raw",
         "header_bytes",
         "in_head",
+        "log_ident",
         "out",
         "parser",
         "peer",
@@ -261,8 +265,11 @@ class ClientConnection(asyncio.Protocol):
         self.state = HandshakeState()
         self.handshaken = False
         self.closing = False
-        self.parser: httptools.HttpRequestParser | None = None
-        self.current: Request | None = None
+        # (Set when the handshake is done, before any plaintext arrives.)
+        self.parser: httptools.HttpRequestParser = _NO_PARSER
+        # The request whose head or body the parser is in (or the last one); a placeholder
+        # until the first begins, so the callbacks need no None checks.
+        self.current: Request = _NO_REQUEST
         self.queue: deque[Request] | None = None
         self.active: Request | None = None
         # The client-certificate verdict; None on a hostname that does not ask for one.
@@ -276,11 +283,14 @@ class ClientConnection(asyncio.Protocol):
         self._profile: HostProfile | None = None
         self.peer = ""  # the client's address as text
         self.header_bytes = 0
-        # Between the end of one request and the end of the next one's head; raw bytes of it.
+        self.count_head = False  # see data_received
+        # From the start of a request (or of the connection) to the end of its head; raw
+        # bytes of that head seen in earlier reads.
         self.in_head = True
         self.head_raw = 0
         self.deadline = 0.0
         self.out: list[bytes] = []  # plaintext to encrypt and send at the end of this event
+        self.log_ident: tuple[Verdict | None, str, str, str] | None = None  # see observe.py
         self.cert_block: bytes | None = None
         self.cert_block_version = -1
         self.verdict_version = -1
@@ -306,6 +316,9 @@ class ClientConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
+        # The parser holds this connection's callbacks (a reference cycle): dropped here, the
+        # connection and its OpenSSL objects are freed now, not at the cyclic GC's next pass.
+        self.parser = _NO_PARSER
         self.worker.connections.discard(self)
         if self.session is not None:
             self.session.forget()
@@ -332,7 +345,39 @@ class ClientConnection(asyncio.Protocol):
             data = b""  # records that came with the client's Finished are inside the session
         plain = session.decrypt(data)
         if plain:
-            self._feed(plain)
+            # HTTP framing: httptools calls on_message_begin ... on_message_complete below.
+            waiting = self.in_head
+            # Header bytes are counted (for 431) only when this read could complete a head
+            # over the limit: a head's part in it is at most all of it.
+            if self.head_raw + len(plain) > MAX_HEADER_BYTES:
+                if not self.count_head:
+                    self.count_head = True
+                    self.header_bytes = self.head_raw  # (an upper bound of what came before)
+            elif self.count_head:
+                self.count_head = False
+            try:
+                self.parser.feed_data(plain)
+            except httptools.HttpParserUpgrade:
+                self._reject(400, b"protocol upgrades are not supported\n")
+            except httptools.HttpParserError as e:
+                # httptools wraps an exception raised in a callback in HttpParserCallbackError
+                # (the original is its __context__): a _Reject never arrives here as itself.
+                cause = e.__context__ or e.__cause__
+                if isinstance(cause, _Reject):
+                    self._reject(cause.status, cause.body)
+                else:
+                    self._reject(400, b"malformed request\n")
+            except _Reject as r:
+                self._reject(r.status, r.body)
+            else:
+                # A head still arriving is bounded before any header completes (httptools
+                # buffers a partial header line without limit). A chunk that began in the head
+                # and left it unfinished is counted from the next chunk on: the bound is the
+                # limit plus one read.
+                if waiting and self.in_head:
+                    self.head_raw += len(plain)
+                    if self.head_raw > MAX_HEADER_BYTES + 1024:
+                        self._reject(431, b"request header fields too large\n")
         elif not session.eof:
             # Records without application data (a KeyUpdate) may need an answer.
             out = session.drain()
@@ -405,59 +450,30 @@ class ClientConnection(asyncio.Protocol):
 
     # --- HTTP parsing (httptools callbacks) ----------------------------------------------
 
-    def _feed(self, plain: bytes) -> None:
-        parser = self.parser
-        assert parser is not None
-        waiting = self.in_head
-        try:
-            parser.feed_data(plain)
-        except httptools.HttpParserUpgrade:
-            self._reject(400, b"protocol upgrades are not supported\n")
-            return
-        except httptools.HttpParserError as e:
-            # httptools wraps an exception raised in a callback in HttpParserCallbackError
-            # (the original is its __context__): a _Reject never arrives here as itself.
-            cause = e.__context__ or e.__cause__
-            if isinstance(cause, _Reject):
-                self._reject(cause.status, cause.body)
-            else:
-                self._reject(400, b"malformed request\n")
-            return
-        except _Reject as r:
-            self._reject(r.status, r.body)
-            return
-        # A head still arriving is bounded before any header completes (httptools buffers a
-        # partial header line without limit). A chunk that began in the head and left it
-        # unfinished is counted from the next chunk on: the bound is the limit plus one read.
-        if waiting and self.in_head:
-            self.head_raw += len(plain)
-            if self.head_raw > MAX_HEADER_BYTES + 1024:
-                self._reject(431, b"request header fields too large\n")
-
     def on_message_begin(self) -> None:
         self.current = Request(time.monotonic())
-        self.header_bytes = 0
+        self.header_bytes = 0  # (counted only in count_head mode)
         self.in_head = True
         if self.active is None:
             # (While a request is at the origin, its response deadline stands.)
             self.deadline = self.worker.loop.time() + self.worker.header_timeout
 
     def on_url(self, url: bytes) -> None:
-        req = self.current
-        assert req is not None
-        req.url += url
-        self.header_bytes += len(url)
+        self.current.url += url
+        if self.count_head:
+            self._count_head(len(url))
+
+    def _count_head(self, n: int) -> None:
+        self.header_bytes += n
         if self.header_bytes > MAX_HEADER_BYTES:
             raise _Reject(431, b"request header fields too large\n")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         req = self.current
-        assert req is not None
-        self.header_bytes += len(name) + len(value)
-        if self.header_bytes > MAX_HEADER_BYTES:
-            raise _Reject(431, b"request header fields too large\n")
+        if self.count_head:
+            self._count_head(len(name) + len(value))
         lname = name.lower()
-        if lname in _DROPPED:
+        if lname in _FRAMING:
             if lname == b"host":
                 if req.host:
                     raise _Reject(400, b"more than one Host header\n")
@@ -475,7 +491,6 @@ class ClientConnection(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         req = self.current
         parser = self.parser
-        assert req is not None and parser is not None
         self.in_head = False
         self.head_raw = 0
         version = req.version = parser.get_http_version()
@@ -491,7 +506,8 @@ class ClientConnection(asyncio.Protocol):
         # llhttp has validated Content-Length by now (one, decimal): a bodiless request
         # answered at its head (a block) leaves the connection usable.
         cl = req.content_length
-        req.has_body = req.chunked or (cl is not None and cl.strip() not in (b"0", b""))
+        if req.chunked or cl is not None:  # (has_body stays False otherwise)
+            req.has_body = req.chunked or cl.strip() not in (b"0", b"")  # type: ignore[union-attr]
         if self.active is None and not self.queue:
             self._start(req)
         else:
@@ -501,7 +517,6 @@ class ClientConnection(asyncio.Protocol):
 
     def on_body(self, body: bytes) -> None:
         req = self.current
-        assert req is not None
         if req is self.active and req.origin is not None:
             req.origin.send_body(body)
             return
@@ -514,12 +529,15 @@ class ClientConnection(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         req = self.current
-        assert req is not None
         req.done = True
-        self.in_head = True
+        self.in_head = False  # (until the next request begins)
         self.head_raw = 0
-        if req is self.active and req.origin is not None:
-            req.origin.end_body()
+        origin = req.origin
+        if origin is not None and req is self.active:
+            if origin.chunked:
+                origin.end_body()
+            else:
+                origin.ended = True  # (end_body's whole work without a chunked body)
 
     # --- requests ------------------------------------------------------------------------
 
@@ -580,7 +598,7 @@ class ClientConnection(asyncio.Protocol):
         if raw_host == profile.name_bytes:
             facts["http.host"] = profile.hostname
         verdict = self.verdict
-        facts[_VERIFIED] = verdict is not None and verdict.presented and verdict.verified
+        facts[_VERIFIED] = verdict is not None and verdict.verified  # (verified: presented too)
         if target.log_rules is not None:
             logged = target.log_rules(facts)
             if logged >= 0:
@@ -608,7 +626,7 @@ class ClientConnection(asyncio.Protocol):
                 origin = target.origin_routes[route]
         head = self._origin_head(req, target, origin)
         self.deadline = now + worker.pool.response_timeout
-        origin_req = req.origin = worker.pool.request(origin, head, self, req)
+        origin_req = req.origin = OriginRequest(worker.pool, origin, head, self, req)
         if req.body:
             for chunk in req.body:
                 origin_req.send_body(chunk)
@@ -742,7 +760,7 @@ class ClientConnection(asyncio.Protocol):
                 out.append(block)
         else:
             out.append(self._forwarded(headers, ops))
-        out += [b"CF-Ray: ", next(self.worker.rays), b"\r\n"]
+        out.append(next(self.worker.rays))
         if profile.managed_cert_headers:
             out.append(self._cert_header_block())
         if profile.client_cert_forwarding:
@@ -769,12 +787,6 @@ class ClientConnection(asyncio.Protocol):
         """Bytes of the origin's response, relayed as they arrive."""
         if not self.closing:
             self.out.append(data)
-
-    def origin_done(self, req: Request, ok: bool, close: bool) -> None:
-        """The origin's response is complete and relayed."""
-        if close:
-            req.keep_alive = False
-        self._finish(req)
 
     def origin_failed(self, req: Request, status: int) -> None:
         """The origin failed before any byte of a response: answer for it."""
@@ -807,9 +819,10 @@ class ClientConnection(asyncio.Protocol):
             # An HTTP/1.0 client keeps the connection only when told so.
             payload = payload.replace(b"\r\n\r\n", b"\r\nConnection: keep-alive\r\n\r\n", 1)
         self.out.append(payload)
-        self._finish(req)
+        self.finish(req)
 
-    def _finish(self, req: Request) -> None:
+    def finish(self, req: Request) -> None:
+        """The request is answered (by the edge, or relayed whole from the origin)."""
         self.active = None
         worker = self.worker
         worker.observer.request_done(self, req)
@@ -830,7 +843,7 @@ class ClientConnection(asyncio.Protocol):
             self._close()
             return
         # Waiting for the next request: its head has a shorter deadline once it has begun.
-        following = self.current is not req and self.current is not None and self.in_head
+        following = self.current is not req and self.in_head
         self.deadline = worker.loop.time() + (
             worker.header_timeout if following else worker.idle_timeout
         )
@@ -905,6 +918,11 @@ _CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 
 def _escape_control(m: re.Match[bytes]) -> bytes:
     return b"\\%02X" % m.group()[0]
+
+
+# Placeholders for ClientConnection.parser and .current before there is one (see __init__).
+_NO_REQUEST = Request(0.0)
+_NO_PARSER = cast(httptools.HttpRequestParser, None)
 
 
 class _Reject(Exception):

@@ -212,7 +212,7 @@ async def _main(
     # An empty snapshot until the first build: connections are refused meanwhile.
     from mtlsgate.edge.snapshot import Snapshot
 
-    observer = Observer(data_dir / "metrics", node_id)
+    observer = Observer(data_dir / "metrics", node_id, clock=loop.time)
     worker = EdgeWorker(Snapshot(-1, {}), loop, observer, timeouts=timeouts)
     watcher = ConfigWatcher(store, keystore, edge_ca, worker, default_hostname, node_id)
     await loop.run_in_executor(None, watcher.build)
