@@ -208,6 +208,35 @@ def test_ids_with_newline_in_path_refused_like_any_malformed_id(world: World) ->
     assert snapshot(gw) == before, "a refused id changed the stored state"
 
 
+def test_route_names_with_control_characters_name_no_route(world: World) -> None:
+    """`$` in a route's pattern matches before a final newline: `/dns_records%0A` used to reach
+    the DNS records route, and a POST there wrote a record. Any control character in a path is
+    refused as a malformed id is, whatever the route, before any handler runs."""
+    gw = world.gw
+    z = gw.zone_id
+    before = snapshot(gw)
+    record = {"type": "A", "name": "nl-route.example.com", "content": "10.0.0.9"}
+    cases: list[tuple[str, str, dict[str, Any] | None]] = []
+    for bad in [*NEWLINES, "%00", "%09", "%7F"]:
+        cases += [
+            ("GET", f"/user/tokens/verify{bad}", None),
+            ("GET", f"/zones/{z}/dns_records{bad}", None),
+            ("POST", f"/zones/{z}/dns_records{bad}", record),
+            ("PUT", fill(gw, ASSOC) + bad, {"hostnames": []}),
+            ("GET", f"/zones{bad}", None),
+        ]
+    with gw.http() as c:
+        for method, path, body in cases:
+            r = c.request(method, path, json=body)
+            err = assert_error(r, 400, 7003, contains="perhaps your object identifier is invalid")
+            assert not any(ch in err["message"] for ch in "\n\r\t\x00\x7f"), err
+            assert err["error_chain"] == [{"code": 7000, "message": "No route for that URI"}]
+        # The same routes without the character still answer.
+        assert_ok(c.get("/user/tokens/verify"))
+        assert_ok(c.get(f"/zones/{z}/dns_records"))
+    assert snapshot(gw) == before, "a refused path changed the stored state"
+
+
 # --- mtls_certificate_id in a body or query -----------------------------------------------------
 
 

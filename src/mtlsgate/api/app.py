@@ -15,6 +15,8 @@ from mtlsgate import __version__
 from mtlsgate.api.envelope import (
     BODY_TOO_LARGE,
     INVALID_BODY,
+    NO_ROUTE,
+    ROUTE_NOT_FOUND,
     error_response,
     install_error_handlers,
 )
@@ -40,7 +42,24 @@ from mtlsgate.store.keystore import KeyStore
 API_PREFIX = "/client/v4"
 # A JSON string escape for U+0000 (an escaped backslash before "u0000" is not one).
 _NUL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
+# A decoded path with a control character (`%0A`, `%00`, ...) names no route. Starlette's route
+# patterns end in `$`, which matches before a trailing newline: `/dns_records%0A` reached the
+# DNS records route (and a POST there wrote). Refused as any unknown path is.
+_CONTROL_IN_PATH = re.compile(r"[\x00-\x1f\x7f]")
 MAX_BODY_BYTES = 1024 * 1024
+
+
+def _control_in_path(scope: Scope) -> JSONResponse:
+    """The answer to a path with a control character: what a malformed id in a path gets
+    (api/common.py), with the path as the client encoded it (no raw newline in the message)."""
+    raw = scope.get("raw_path") or scope["path"].encode("utf-8", "surrogateescape")
+    shown = _CONTROL_IN_PATH.sub(lambda m: f"%{ord(m.group()):02X}", raw.decode("latin-1"))
+    item = {
+        "code": ROUTE_NOT_FOUND,
+        "message": f"Could not route to {shown}, perhaps your object identifier is invalid?",
+        "error_chain": [{"code": NO_ROUTE, "message": "No route for that URI"}],
+    }
+    return error_response(400, [item])
 
 
 class BodyLimit:
@@ -57,6 +76,9 @@ class BodyLimit:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        if _CONTROL_IN_PATH.search(scope["path"]) is not None:
+            await _control_in_path(scope)(scope, receive, send)
             return
         declared = dict(scope.get("headers", [])).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:

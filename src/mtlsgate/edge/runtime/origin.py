@@ -154,6 +154,11 @@ class OriginConnection(asyncio.Protocol):
                 self._complete(self.request, keep_alive=True)
             else:
                 self.close()
+        else:
+            if self.in_message and self.request is None:
+                # The response was complete and more came after it in this read: a response
+                # to no request. The connection is out of step; it must not serve another.
+                self.close()
         # What this read produced for the client goes out in one TLS write and one send.
         client.flush()
 
@@ -329,10 +334,12 @@ class OriginRequest:
         try:
             conn = await asyncio.wait_for(self.pool.connect(self.origin), self.pool.connect_timeout)
         except TimeoutError:
-            self._fail(504)
+            if not self.aborted:  # (already answered, e.g. 504 by the response timeout)
+                self._fail(504)
             return
         except (OSError, ssl.SSLError):
-            self._fail(502)
+            if not self.aborted:
+                self._fail(502)
             return
         if self.aborted:
             conn.close()

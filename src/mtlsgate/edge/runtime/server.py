@@ -236,7 +236,6 @@ class ClientConnection(asyncio.Protocol):
         "cert_block",
         "cert_block_version",
         "closing",
-        "count_head",
         "current",
         "deadline",
         "fwd_block",
@@ -283,9 +282,7 @@ class ClientConnection(asyncio.Protocol):
         self._profile: HostProfile | None = None
         self.peer = ""  # the client's address as text
         self.header_bytes = 0
-        self.count_head = False  # see data_received
-        # From the start of a request (or of the connection) to the end of its head; raw
-        # bytes of that head seen in earlier reads.
+        # Between the end of one request and the end of the next one's head; raw bytes of it.
         self.in_head = True
         self.head_raw = 0
         self.deadline = 0.0
@@ -347,14 +344,6 @@ class ClientConnection(asyncio.Protocol):
         if plain:
             # HTTP framing: httptools calls on_message_begin ... on_message_complete below.
             waiting = self.in_head
-            # Header bytes are counted (for 431) only when this read could complete a head
-            # over the limit: a head's part in it is at most all of it.
-            if self.head_raw + len(plain) > MAX_HEADER_BYTES:
-                if not self.count_head:
-                    self.count_head = True
-                    self.header_bytes = self.head_raw  # (an upper bound of what came before)
-            elif self.count_head:
-                self.count_head = False
             try:
                 self.parser.feed_data(plain)
             except httptools.HttpParserUpgrade:
@@ -452,7 +441,7 @@ class ClientConnection(asyncio.Protocol):
 
     def on_message_begin(self) -> None:
         self.current = Request(time.monotonic())
-        self.header_bytes = 0  # (counted only in count_head mode)
+        self.header_bytes = 0
         self.in_head = True
         if self.active is None:
             # (While a request is at the origin, its response deadline stands.)
@@ -460,18 +449,16 @@ class ClientConnection(asyncio.Protocol):
 
     def on_url(self, url: bytes) -> None:
         self.current.url += url
-        if self.count_head:
-            self._count_head(len(url))
-
-    def _count_head(self, n: int) -> None:
-        self.header_bytes += n
+        self.header_bytes += len(url)
         if self.header_bytes > MAX_HEADER_BYTES:
             raise _Reject(431, b"request header fields too large\n")
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        # (Trailers of a chunked body come here too: counted with the head, as nginx does.)
         req = self.current
-        if self.count_head:
-            self._count_head(len(name) + len(value))
+        self.header_bytes += len(name) + len(value)
+        if self.header_bytes > MAX_HEADER_BYTES:
+            raise _Reject(431, b"request header fields too large\n")
         lname = name.lower()
         if lname in _FRAMING:
             if lname == b"host":
@@ -489,6 +476,10 @@ class ClientConnection(asyncio.Protocol):
         req.headers.append((lname, value))
 
     def on_headers_complete(self) -> None:
+        if self.closing:
+            # Answered and closed earlier in this read (a block before the body): requests
+            # pipelined behind it are not started, so none reaches the origin.
+            return
         req = self.current
         parser = self.parser
         self.in_head = False
@@ -530,7 +521,7 @@ class ClientConnection(asyncio.Protocol):
     def on_message_complete(self) -> None:
         req = self.current
         req.done = True
-        self.in_head = False  # (until the next request begins)
+        self.in_head = True
         self.head_raw = 0
         origin = req.origin
         if origin is not None and req is self.active:

@@ -1,0 +1,183 @@
+"""Limits and framing that must hold on every request of a keep-alive connection, not only on
+its first: the 431 bound on heads and trailers, pipelined requests behind a request the edge
+answers before its body, and an origin connection that has sent more than it was asked for.
+
+A real EdgeWorker and ClientConnection with an in-memory TLS client (tests/edge/
+test_request_garbage.py's harness); each `_send` is one read holding all its bytes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+from OpenSSL import SSL
+
+from mtlsgate.edge.runtime.origin import OriginConnection
+from mtlsgate.edge.runtime.server import MAX_HEADER_BYTES
+from tests.edge.test_request_garbage import RESPONSE, _connect, _edge, _out, _Transport
+
+HEAD = b"GET / HTTP/1.1\r\nHost: api.example.com\r\n\r\n"
+
+
+class Edge:
+    def __init__(self) -> None:
+        self.loop, self.worker, profile, cctx, _ = _edge()
+        self.conn, self.client, self.transport = _connect(self.worker, cctx)
+        self.origin_out = _Transport()
+        self.origin = OriginConnection(self.worker.pool, profile.origin.pool_key)
+        self.origin.connection_made(self.origin_out)  # type: ignore[arg-type]
+        self.worker.pool.release(self.origin)
+
+    def send(self, data: bytes) -> None:
+        self.client.sendall(data)
+        self.conn.data_received(_out(self.client))
+
+    def received(self) -> bytes:
+        data = self.transport.take()
+        if not data:
+            return b""
+        self.client.bio_write(data)
+        out = b""
+        with contextlib.suppress(SSL.Error):
+            while True:
+                out += self.client.recv(65536)
+        return out
+
+    def first_request(self) -> None:
+        self.send(HEAD)
+        assert self.origin_out.take().startswith(b"GET / HTTP/1.1")
+        self.origin.data_received(RESPONSE)
+        assert self.received().startswith(b"HTTP/1.1 200")
+
+    def close(self) -> None:
+        self.worker.close()
+        self.loop.close()
+
+
+def _headers(size: int, tag: bytes) -> bytes:
+    """Complete header lines of about `size` bytes."""
+    return b"".join(b"X-%s-%d: %s\r\n" % (tag, i, b"a" * 990) for i in range(size // 1000 + 1))
+
+
+def test_a_later_request_with_an_oversized_head_in_two_reads_gets_431() -> None:
+    edge = Edge()
+    try:
+        edge.first_request()
+        edge.send(b"GET /big HTTP/1.1\r\nHost: api.example.com\r\n" + _headers(31000, b"A"))
+        edge.send(_headers(31000, b"B") + b"\r\n")
+        assert edge.origin_out.take() == b""
+        assert edge.received().startswith(b"HTTP/1.1 431")
+    finally:
+        edge.close()
+
+
+def test_a_later_request_with_a_huge_unterminated_header_line_gets_431() -> None:
+    edge = Edge()
+    try:
+        edge.first_request()
+        edge.send(b"GET /b HTTP/1.1\r\nHost: api.example.com\r\nX-Long: " + b"a" * 200_000)
+        assert edge.conn.closing
+        assert edge.origin_out.take() == b""
+        assert edge.received().startswith(b"HTTP/1.1 431")
+    finally:
+        edge.close()
+
+
+def test_trailers_count_against_the_head_limit() -> None:
+    edge = Edge()
+    try:
+        edge.first_request()
+        edge.send(b"POST /up HTTP/1.1\r\nHost: api.example.com\r\n"
+                  b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n")  # fmt: skip
+        reads = 0
+        while not edge.conn.closing and reads < 10:  # up to 160 KB of complete trailer lines
+            edge.send(_headers(16000, b"T%d" % reads))
+            reads += 1
+        assert edge.conn.closing and reads <= MAX_HEADER_BYTES // 16000 + 1, reads
+    finally:
+        edge.close()
+
+
+def test_a_small_head_pipelined_behind_an_upload_is_not_431() -> None:
+    edge = Edge()
+    try:
+        body = b"x" * 20000
+        upload = b"POST /a HTTP/1.1\r\nHost: api.example.com\r\nContent-Length: 20000\r\n\r\n"
+        edge.send(upload + body + b"GET /b HTTP/1.1\r\nHost: api.example.com\r\n")
+        edge.send(_headers(13000, b"B") + b"\r\n")  # the second head: 14 KB in all
+        assert not edge.conn.closing, edge.received()[:80]
+    finally:
+        edge.close()
+
+
+def test_requests_behind_one_answered_before_its_body_never_reach_the_origin() -> None:
+    # The first is answered (421: another hostname) before its body arrives, so the connection
+    # closes; the second, in the same read, must not be started.
+    edge = Edge()
+    try:
+        first = b"POST /a HTTP/1.1\r\nHost: other.example.com\r\nContent-Length: 5\r\n\r\nhello"
+        second = b"POST /b HTTP/1.1\r\nHost: api.example.com\r\nContent-Length: 0\r\n\r\n"
+        edge.send(first + second)
+        assert edge.conn.closing
+        assert edge.origin_out.take() == b""
+        assert edge.received().startswith(b"HTTP/1.1 421")
+    finally:
+        edge.close()
+
+
+def test_an_origin_that_sends_more_than_one_response_is_not_pooled() -> None:
+    # A whole response and the start of another in one read: the next request must not get
+    # this connection (it would read the stale message as its answer).
+    edge = Edge()
+    try:
+        edge.send(HEAD)
+        edge.origin_out.take()
+        edge.origin.data_received(RESPONSE + b"HTTP/1.1 200 OK\r\nContent-Length: 60\r\n\r\nST")
+        assert edge.received().startswith(b"HTTP/1.1 200")
+        # Closed (the pool skips closed connections; connection_lost then drops it).
+        assert edge.origin.closed
+    finally:
+        edge.close()
+
+
+def test_a_connect_that_fails_after_the_request_was_answered_answers_nothing() -> None:
+    # The response timeout answered 504 and aborted the request while its origin connection
+    # was still being opened; the connect's own failure later must not answer again (the
+    # client's next request would get it).
+    from mtlsgate.edge.runtime.origin import OriginRequest
+
+    answered: list[int] = []
+
+    class Client:
+        closing = False
+
+        def origin_failed(self, req: Any, status: int) -> None:
+            answered.append(status)
+
+    class Pool:
+        connect_timeout = 0.05
+
+        def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+            self.loop = loop
+            self.idle: dict[Any, Any] = {}
+
+        async def connect(self, origin: Any) -> Any:
+            await asyncio.sleep(10)
+
+    class Req:
+        chunked = False
+        method = b"GET"
+
+    class Origin:
+        pool_key = ("x",)
+
+    loop = asyncio.new_event_loop()
+    try:
+        req = OriginRequest(Pool(loop), Origin(), b"GET / HTTP/1.1\r\n\r\n",  # type: ignore[arg-type]
+                            Client(), Req())  # type: ignore[arg-type]  # fmt: skip
+        req.abort()
+        loop.run_until_complete(asyncio.sleep(0.2))
+    finally:
+        loop.close()
+    assert answered == []
