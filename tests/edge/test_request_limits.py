@@ -181,3 +181,34 @@ def test_a_connect_that_fails_after_the_request_was_answered_answers_nothing() -
     finally:
         loop.close()
     assert answered == []
+
+
+def test_a_trailer_line_that_never_ends_is_bounded() -> None:
+    # httptools holds a partial trailer line until it ends: it must not grow without limit.
+    edge = Edge()
+    try:
+        edge.first_request()
+        edge.send(b"POST /up HTTP/1.1\r\nHost: api.example.com\r\n"
+                  b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nX-Trailer: ")  # fmt: skip
+        reads = 0
+        while not edge.conn.closing and reads < 40:  # up to 640 KB of one trailer line
+            edge.send(b"a" * 16000)
+            reads += 1
+        assert edge.conn.closing and reads <= MAX_HEADER_BYTES // 16000 + 2, reads
+    finally:
+        edge.close()
+
+
+def test_an_upload_in_tiny_chunks_is_not_431() -> None:
+    # Chunk framing is many times the data here, but every read delivers body bytes.
+    edge = Edge()
+    try:
+        edge.send(b"POST /up HTTP/1.1\r\nHost: api.example.com\r\n"
+                  b"Transfer-Encoding: chunked\r\n\r\n")  # fmt: skip
+        for _ in range(40):  # 40 reads of 4,000 one-byte chunks: 960 KB of framing
+            edge.send(b"1\r\nx\r\n" * 4000)
+        edge.send(b"0\r\n\r\n")
+        assert not edge.conn.closing
+        assert edge.origin_out.take().startswith(b"POST /up HTTP/1.1")
+    finally:
+        edge.close()

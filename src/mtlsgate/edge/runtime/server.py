@@ -233,6 +233,7 @@ class ClientConnection(asyncio.Protocol):
         "_profile",
         "_snapshot",
         "active",
+        "body_seen",
         "cert_block",
         "cert_block_version",
         "closing",
@@ -282,6 +283,7 @@ class ClientConnection(asyncio.Protocol):
         self._profile: HostProfile | None = None
         self.peer = ""  # the client's address as text
         self.header_bytes = 0
+        self.body_seen = 0  # request body bytes parsed on this connection (see data_received)
         # Between the end of one request and the end of the next one's head; raw bytes of it.
         self.in_head = True
         self.head_raw = 0
@@ -344,6 +346,7 @@ class ClientConnection(asyncio.Protocol):
         if plain:
             # HTTP framing: httptools calls on_message_begin ... on_message_complete below.
             waiting = self.in_head
+            body_seen = self.body_seen
             try:
                 self.parser.feed_data(plain)
             except httptools.HttpParserUpgrade:
@@ -367,6 +370,16 @@ class ClientConnection(asyncio.Protocol):
                     self.head_raw += len(plain)
                     if self.head_raw > MAX_HEADER_BYTES + 1024:
                         self._reject(431, b"request header fields too large\n")
+                elif self.current.chunked and not self.in_head and not self.current.done:
+                    # In a chunked body, a read that delivered no body went into chunk framing
+                    # or a trailer line, which httptools holds until the line ends: bounded as
+                    # a head is (a trailer line that never ended grew without limit).
+                    if self.body_seen != body_seen:
+                        self.head_raw = 0
+                    else:
+                        self.head_raw += len(plain)
+                        if self.head_raw > MAX_HEADER_BYTES + 1024:
+                            self._reject(431, b"request header fields too large\n")
         elif not session.eof:
             # Records without application data (a KeyUpdate) may need an answer.
             out = session.drain()
@@ -507,6 +520,7 @@ class ClientConnection(asyncio.Protocol):
             self.queue.append(req)
 
     def on_body(self, body: bytes) -> None:
+        self.body_seen += len(body)
         req = self.current
         if req is self.active and req.origin is not None:
             req.origin.send_body(body)
