@@ -212,3 +212,25 @@ def test_an_upload_in_tiny_chunks_is_not_431() -> None:
         assert edge.origin_out.take().startswith(b"POST /up HTTP/1.1")
     finally:
         edge.close()
+
+
+def test_a_malformed_request_behind_one_at_the_origin_is_answered_in_its_turn() -> None:
+    # The first request's answer comes first, then the error, then the close: the first
+    # request's client never reads the error as its own answer.
+    edge = Edge()
+    try:
+        bad = (
+            b"GET /b HTTP/1.1\r\nHost: api.example.com\r\n"
+            b"Content-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n"
+        )
+        edge.send(HEAD + bad)
+        assert edge.origin_out.take().startswith(b"GET / HTTP/1.1")
+        assert edge.received() == b"" and not edge.conn.closing
+        edge.origin.data_received(RESPONSE)
+        out = edge.received()
+        assert out.startswith(b"HTTP/1.1 200"), out[:80]
+        assert out.count(b"HTTP/1.1 400") == 1 and out.index(b"HTTP/1.1 400") > 0, out
+        assert edge.conn.closing
+        assert edge.origin_out.take() == b""  # the malformed request never reached the origin
+    finally:
+        edge.close()

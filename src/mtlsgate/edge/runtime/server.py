@@ -250,6 +250,7 @@ class ClientConnection(asyncio.Protocol):
         "parser",
         "peer",
         "queue",
+        "rejected",
         "session",
         "state",
         "transport",
@@ -271,6 +272,7 @@ class ClientConnection(asyncio.Protocol):
         # until the first begins, so the callbacks need no None checks.
         self.current: Request = _NO_REQUEST
         self.queue: deque[Request] | None = None
+        self.rejected: bytes | None = None  # a later pipelined request's error (see _reject)
         self.active: Request | None = None
         # The client-certificate verdict; None on a hostname that does not ask for one.
         self.verdict: Verdict | None = None
@@ -636,7 +638,7 @@ class ClientConnection(asyncio.Protocol):
             for chunk in req.body:
                 origin_req.send_body(chunk)
             req.body = ()
-            if self.transport is not None:
+            if self.transport is not None and self.rejected is None:
                 self.transport.resume_reading()
         if req.done:
             origin_req.end_body()
@@ -834,7 +836,7 @@ class ClientConnection(asyncio.Protocol):
         if req.body:
             # Answered at the edge with its body still buffered (reading may be paused for it).
             req.body = ()
-            if self.transport is not None:
+            if self.transport is not None and self.rejected is None:
                 self.transport.resume_reading()
         # Break the request's reference cycles (facts ↔ request, origin request ↔ request) so
         # reference counting frees it now: left to the cyclic GC, per-request garbage made the
@@ -854,9 +856,25 @@ class ClientConnection(asyncio.Protocol):
         )
         if self.queue:
             self._start(self.queue.popleft())
+        elif self.rejected is not None:
+            # The error of a later pipelined request, in its turn (see _reject).
+            self.out.append(self.rejected)
+            self.flush()
+            self._close()
 
     def _reject(self, status: int, body: bytes) -> None:
-        """A framing error: one answer, then the connection closes."""
+        """A framing error: one answer, then the connection closes. An error in a request
+        pipelined behind one still being answered is answered in its turn: the requests before
+        it first (reading stops meanwhile; the parser is past use), then the error, then the
+        close, so no earlier request's client reads the error as its own answer."""
+        active = self.active
+        if not self.closing and active is not None and self.current is not active:
+            if self.queue and self.queue[-1] is self.current:
+                self.queue.pop()  # (its body was what failed: it is answered by the error)
+            self.rejected = simple_response(status, body, close=True)
+            if self.transport is not None:
+                self.transport.pause_reading()
+            return
         if not self.closing:
             self.out.append(simple_response(status, body, close=True))
             self.flush()
