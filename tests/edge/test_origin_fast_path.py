@@ -173,3 +173,25 @@ def test_an_origin_that_answers_twice_loses_its_connection() -> None:
     assert req.client.finished == [req.client_req]
     assert b"".join(req.client.out).count(b"HTTP/1.1 200") == 1
     assert origin.pool.released == [origin] and origin.closed  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("split", [False, True])
+def test_an_interim_response_is_not_the_answer(split: bool) -> None:
+    # 103 Early Hints (or 102) before the final response: dropped, as nginx does; the final
+    # response answers the request, in the same read or a later one.
+    origin, req = _origin(), _Req()
+    origin.parser = httptools.HttpResponseParser(origin)
+    origin.reason, origin.headers = b"", []
+    origin.chunk_out = origin.until_close = origin.interim = False
+    origin.request = req  # type: ignore[assignment]
+    interim = b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n"
+    if split:
+        origin.data_received(interim)
+        assert req.client.out == [] and req.client.finished == [] and not origin.closed
+        origin.data_received(SIMPLE)
+    else:
+        origin.data_received(interim + SIMPLE)
+    out = b"".join(req.client.out)
+    assert out.startswith(b"HTTP/1.1 200 OK") and b"103" not in out
+    assert req.client.finished == [req.client_req] and req.client_req.status == 200
+    assert origin.pool.released == [origin] and not origin.closed  # type: ignore[attr-defined]

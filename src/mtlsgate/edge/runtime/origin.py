@@ -100,6 +100,7 @@ class OriginConnection(asyncio.Protocol):
         self.headers: list[bytes] = []
         self.chunk_out = False  # re-chunk the body for an HTTP/1.1 client
         self.until_close = False  # the body ends when the origin closes
+        self.interim = False  # the message being parsed is a 1xx (see on_headers_complete)
         self.in_message = False  # httptools holds part of a response
         self.paused_client: ClientConnection | None = None  # see pause_writing
 
@@ -181,7 +182,7 @@ class OriginConnection(asyncio.Protocol):
         self.in_message = True
         self.reason = b""
         self.headers = []
-        self.chunk_out = self.until_close = False
+        self.chunk_out = self.until_close = self.interim = False
 
     def on_status(self, reason: bytes) -> None:
         self.reason += reason
@@ -195,6 +196,11 @@ class OriginConnection(asyncio.Protocol):
             return
         client_req = req.client_req
         status = self.parser.get_status_code()
+        if 100 <= status < 200:
+            # An interim response (102, 103 ...; the edge sends no Expect and no Upgrade): not
+            # the answer, which follows on this connection. Dropped, as nginx does.
+            self.interim = True
+            return
         client_req.status = status
         out = [b"HTTP/1.1 %d %s\r\n" % (status, self.reason)]
         length = None
@@ -239,6 +245,9 @@ class OriginConnection(asyncio.Protocol):
         req.client.origin_response(req.client_req, body)
 
     def on_message_complete(self) -> None:
+        if self.interim:
+            self.interim = self.in_message = False
+            return
         req = self.request
         if req is not None and self.chunk_out:
             req.client.origin_response(req.client_req, b"0\r\n\r\n")
