@@ -51,6 +51,13 @@ class Edge:
         assert self.received().startswith(b"HTTP/1.1 200")
 
     def close(self) -> None:
+        # (Origin connects a test started but never ran: cancelled, not left unawaited.)
+        tasks = asyncio.all_tasks(self.loop)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            done = asyncio.gather(*tasks, return_exceptions=True)
+            self.loop.run_until_complete(done)
         self.worker.close()
         self.loop.close()
 
@@ -232,5 +239,113 @@ def test_a_malformed_request_behind_one_at_the_origin_is_answered_in_its_turn() 
         assert out.count(b"HTTP/1.1 400") == 1 and out.index(b"HTTP/1.1 400") > 0, out
         assert edge.conn.closing
         assert edge.origin_out.take() == b""  # the malformed request never reached the origin
+    finally:
+        edge.close()
+
+
+def _small_headers(n: int) -> bytes:
+    """n header lines of 15 counted bytes (19 raw) each."""
+    return b"".join(b"X%04d: %s\r\n" % (i, b"v" * 10) for i in range(n))
+
+
+def test_a_chunked_head_under_the_limit_alone_in_its_read_is_not_431() -> None:
+    # 1,900 headers: under 32 KiB counted, over it raw. A chunked request must pass as the same
+    # head with Content-Length does (the raw bound inside a body must not count the head).
+    for framing in (b"Content-Length: 5\r\n", b"Transfer-Encoding: chunked\r\n"):
+        edge = Edge()
+        try:
+            edge.send(b"POST /up HTTP/1.1\r\nHost: api.example.com\r\n" + framing
+                      + _small_headers(1900) + b"\r\n")  # fmt: skip
+            assert not edge.conn.closing, (framing, edge.received()[:60])
+            assert edge.origin_out.take().startswith(b"POST /up HTTP/1.1")
+        finally:
+            edge.close()
+
+
+class _Reading:
+    """Records the client transport's pause_reading/resume_reading."""
+
+    def __init__(self, edge: Edge) -> None:
+        self.paused = False
+        edge.transport.pause_reading = self.pause  # type: ignore[method-assign]
+        edge.transport.resume_reading = self.resume  # type: ignore[method-assign]
+
+    def pause(self) -> None:
+        self.paused = True
+
+    def resume(self) -> None:
+        self.paused = False
+
+
+def test_origin_backpressure_does_not_resume_reading_while_an_error_waits() -> None:
+    edge = Edge()
+    try:
+        reading = _Reading(edge)
+        edge.send(b"POST /a HTTP/1.1\r\nHost: api.example.com\r\nContent-Length: 5\r\n\r\nhello")
+        assert edge.origin_out.take().startswith(b"POST /a")
+        edge.origin.pause_writing()  # the origin's socket is full: the client is paused
+        # A pipelined head over the raw bound, unfinished: its 431 waits for /a's answer.
+        edge.send(b"GET /c HTTP/1.1\r\nHost: api.example.com\r\n" + _small_headers(1900))
+        assert edge.conn.rejected is not None and reading.paused
+        edge.origin.resume_writing()  # the origin drained: the client must stay paused
+        assert reading.paused
+        edge.send(b"\r\n")  # (had it been read) the rest of /c: never parsed
+        edge.origin.data_received(RESPONSE)
+        out = edge.received()
+        assert out.startswith(b"HTTP/1.1 200") and out.count(b"HTTP/1.1 431") == 1, out[-200:]
+        assert edge.origin_out.take() == b"" and edge.conn.closing
+    finally:
+        edge.close()
+
+
+def test_a_waiting_error_is_not_replaced_by_later_bytes() -> None:
+    edge = Edge()
+    try:
+        bad = b"GET /b HTTP/1.1\r\nHost: api.example.com\r\nTransfer-Encoding: gzip\r\n\r\n"
+        edge.send(HEAD + bad)
+        first = edge.conn.rejected
+        assert first is not None and first.startswith(b"HTTP/1.1 501")
+        edge.send(b"GET /c HTTP/1.1\r\n")
+        assert edge.conn.rejected is first
+    finally:
+        edge.close()
+
+
+def test_a_complete_queued_request_is_answered_before_an_error_after_it() -> None:
+    # /b is complete and queued behind / when a flood of blank lines draws a 431: both are
+    # answered, in order, then the 431.
+    edge = Edge()
+    try:
+        edge.send(HEAD + b"GET /b HTTP/1.1\r\nHost: api.example.com\r\n\r\n")
+        edge.origin_out.take()
+        edge.send(b"\r\n" * 20000)
+        edge.origin.data_received(RESPONSE)
+        first = edge.received()
+        assert first.startswith(b"HTTP/1.1 200") and b"431" not in first
+        # /b was started, not dropped (it waits for an origin connection of its own here).
+        b = edge.conn.active
+        assert b is not None and b.url == b"/b" and b.origin is not None
+        b.origin.abort()
+        edge.conn.origin_failed(b, 502)
+        rest = edge.received()
+        assert rest.startswith(b"HTTP/1.1 502") and rest.count(b"HTTP/1.1 431") == 1, rest
+        assert edge.conn.closing
+    finally:
+        edge.close()
+
+
+def test_a_chunked_upload_in_many_small_reads_is_not_431() -> None:
+    edge = Edge()
+    try:
+        edge.send(
+            b"POST /up HTTP/1.1\r\nHost: api.example.com\r\nTransfer-Encoding: chunked\r\n\r\n"
+        )
+        for _ in range(3000):  # framing alone, data alone, CRLF alone; with a chunk extension
+            edge.send(b"3;name=value\r\n")
+            edge.send(b"abc")
+            edge.send(b"\r\n")
+        edge.send(b"0\r\n")
+        edge.send(b"\r\n")
+        assert not edge.conn.closing and edge.conn.current.done
     finally:
         edge.close()

@@ -175,8 +175,8 @@ class OriginConnection(asyncio.Protocol):
     def resume_writing(self) -> None:
         client = self.paused_client
         self.paused_client = None
-        if client is not None and not client.closing and client.transport is not None:
-            client.transport.resume_reading()
+        if client is not None:
+            client.resume_reading()
 
     def on_message_begin(self) -> None:
         self.in_message = True
@@ -392,11 +392,10 @@ class OriginRequest:
 
     def _client_reading(self, on: bool) -> None:
         client = self.client
-        if not client.closing and client.transport is not None:
-            if on:
-                client.transport.resume_reading()
-            else:
-                client.transport.pause_reading()
+        if on:
+            client.resume_reading()
+        elif not client.closing and client.transport is not None:
+            client.transport.pause_reading()
 
     def lost(self) -> None:
         """The origin connection went away before the response was complete."""

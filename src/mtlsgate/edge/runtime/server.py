@@ -329,8 +329,8 @@ class ClientConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         session = self.session
-        if session is None or self.closing:
-            return
+        if session is None or self.closing or self.rejected is not None:
+            return  # (rejected: reading is paused; bytes read before the pause are not parsed)
         if not self.handshaken:
             status = session.handshake(data)
             out = session.drain()
@@ -372,7 +372,12 @@ class ClientConnection(asyncio.Protocol):
                     self.head_raw += len(plain)
                     if self.head_raw > MAX_HEADER_BYTES + 1024:
                         self._reject(431, b"request header fields too large\n")
-                elif self.current.chunked and not self.in_head and not self.current.done:
+                elif (
+                    not waiting
+                    and self.current.chunked
+                    and not self.in_head
+                    and not self.current.done
+                ):
                     # In a chunked body, a read that delivered no body went into chunk framing
                     # or a trailer line, which httptools holds until the line ends: bounded as
                     # a head is (a trailer line that never ended grew without limit).
@@ -638,8 +643,7 @@ class ClientConnection(asyncio.Protocol):
             for chunk in req.body:
                 origin_req.send_body(chunk)
             req.body = ()
-            if self.transport is not None and self.rejected is None:
-                self.transport.resume_reading()
+            self.resume_reading()
         if req.done:
             origin_req.end_body()
 
@@ -836,8 +840,7 @@ class ClientConnection(asyncio.Protocol):
         if req.body:
             # Answered at the edge with its body still buffered (reading may be paused for it).
             req.body = ()
-            if self.transport is not None and self.rejected is None:
-                self.transport.resume_reading()
+            self.resume_reading()
         # Break the request's reference cycles (facts ↔ request, origin request ↔ request) so
         # reference counting frees it now: left to the cyclic GC, per-request garbage made the
         # collector a visible share of a worker's CPU.
@@ -869,7 +872,7 @@ class ClientConnection(asyncio.Protocol):
         close, so no earlier request's client reads the error as its own answer."""
         active = self.active
         if not self.closing and active is not None and self.current is not active:
-            if self.queue and self.queue[-1] is self.current:
+            if self.queue and self.queue[-1] is self.current and not self.current.done:
                 self.queue.pop()  # (its body was what failed: it is answered by the error)
             self.rejected = simple_response(status, body, close=True)
             if self.transport is not None:
@@ -881,6 +884,12 @@ class ClientConnection(asyncio.Protocol):
         self._close()
 
     # --- plumbing ------------------------------------------------------------------------
+
+    def resume_reading(self) -> None:
+        """Read from the client again (after a buffered body or origin backpressure), unless
+        the connection is closing or an error waits for its turn (see _reject)."""
+        if not self.closing and self.rejected is None and self.transport is not None:
+            self.transport.resume_reading()
 
     def pause_writing(self) -> None:
         """The client reads slower than the origin answers (its socket buffer is full): stop
