@@ -7,7 +7,7 @@ from pathlib import Path
 
 from playwright.sync_api import Page, expect
 
-from tests.certs import openssl
+from tests.certs import openssl_csr
 from tests.dashboard.conftest import Shots, dash_url, sign_in
 from tests.harness import Gateway
 
@@ -164,14 +164,11 @@ def test_zone_switched_in_another_tab_refuses_every_zone_form(
     Deploy, Create and Revoke are refused in words and nothing is written to either zone."""
     _put_hosts(gw, "example.com", ["keep.example.com"])
     _put_hosts(gw, "other.org", ["prod.other.org", "pay.other.org"])
-    openssl(
-        "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-        "-keyout", tmp_path / "z.key", "-out", tmp_path / "z.csr", "-subj", "/CN=zone-device",
-    )  # fmt: skip
+    csr = openssl_csr(tmp_path, kind="ec", cn="zone-device").cert_pem
     with gw.http() as c:
         r = c.post(
             f"/zones/{gw.zones['example.com']}/client_certificates",
-            json={"csr": (tmp_path / "z.csr").read_text(), "validity_days": 365},
+            json={"csr": csr, "validity_days": 365},
         )
         assert r.status_code == 200, r.text
         cert_id = r.json()["result"]["id"]

@@ -10,7 +10,7 @@ from typing import Any
 
 from playwright.sync_api import Page, expect
 
-from tests.certs import openssl
+from tests.certs import openssl, openssl_csr
 from tests.dashboard.conftest import Shots, dash_url, sign_in
 from tests.harness import Gateway
 
@@ -27,11 +27,7 @@ def _certs(gw: Gateway) -> dict[str, dict[str, Any]]:
 
 
 def _own_csr(tmp_path: Path) -> str:
-    openssl(
-        "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-        "-keyout", tmp_path / "own.key", "-out", tmp_path / "own.csr", "-subj", "/CN=laptop-7",
-    )  # fmt: skip
-    return (tmp_path / "own.csr").read_text()
+    return openssl_csr(tmp_path, kind="ec", cn="laptop-7").cert_pem
 
 
 def test_managed_issue_revoke_restore(page: Page, gw: Gateway, shot: Shots, tmp_path: Path) -> None:

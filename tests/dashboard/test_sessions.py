@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 from playwright.sync_api import Page, expect
 
-from tests.certs import openssl, openssl_root
+from tests.certs import openssl_csr, openssl_root
 from tests.dashboard.conftest import Shots, dash_url, sign_in
 from tests.harness import Gateway
 
@@ -105,14 +105,11 @@ def test_read_only_token_sees_but_cannot_change(
 ) -> None:
     root = openssl_root(tmp_path, cn="Read Only Test CA")
     zone = gw.zones["example.com"]
-    openssl(
-        "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-        "-keyout", tmp_path / "ro.key", "-out", tmp_path / "ro.csr", "-subj", "/CN=ro-device",
-    )  # fmt: skip
+    csr = openssl_csr(tmp_path, kind="ec", cn="ro-device").cert_pem
     with gw.http() as c:
         r = c.post(
             f"/zones/{zone}/client_certificates",
-            json={"csr": (tmp_path / "ro.csr").read_text(), "validity_days": 365},
+            json={"csr": csr, "validity_days": 365},
         )
         assert r.status_code == 200, r.text
         managed_id = r.json()["result"]["id"]

@@ -26,6 +26,7 @@ from tests import harness
 from tests.certs import (
     CertFiles,
     openssl,
+    openssl_csr,
     openssl_intermediate,
     openssl_leaf,
     openssl_root,
@@ -102,22 +103,8 @@ def dated_leaf(
 ) -> CertFiles:
     """A client certificate with exact dates and extended key usage, by `openssl ca`."""
     tmp.mkdir(parents=True)
-    key, csr, cert = tmp / "leaf.key", tmp / "leaf.csr", tmp / "leaf.pem"
-    openssl(
-        "req",
-        "-new",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        key,
-        "-out",
-        csr,
-        "-subj",
-        f"/CN={cn}",
-    )
+    request = openssl_csr(tmp, kind="ec", cn=cn)
+    key, csr, cert = request.key_path, request.cert_path, tmp / "leaf.pem"
     (tmp / "index.txt").write_text("")
     (tmp / "serial").write_text("2000\n")
     cnf = tmp / "ca.cnf"
@@ -182,27 +169,13 @@ def self_signed_leaf(tmp: Path, cn: str) -> CertFiles:
 def managed_leaf(gw: Gateway, tmp: Path, cn: str) -> tuple[CertFiles, str]:
     """A key and CSR from `openssl req`, signed by the account's managed CA through the API."""
     tmp.mkdir(parents=True)
-    key, csr = tmp / "leaf.key", tmp / "leaf.csr"
-    openssl(
-        "req",
-        "-new",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        key,
-        "-out",
-        csr,
-        "-subj",
-        f"/CN={cn}",
-    )
+    request = openssl_csr(tmp, kind="ec", cn=cn)
+    key = request.key_path
     with gw.http() as c:
         made = ok(
             c.post(
                 f"/zones/{gw.zone_id}/client_certificates",
-                json={"csr": csr.read_text(), "validity_days": 30},
+                json={"csr": request.cert_pem, "validity_days": 30},
             )
         )
     cert = tmp / "leaf.pem"

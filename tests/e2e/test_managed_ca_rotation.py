@@ -24,7 +24,7 @@ from mtlsgate.store.db import Store
 from mtlsgate.store.keystore import KeyStore
 from mtlsgate.store.models import ManagedCA
 from tests import harness
-from tests.certs import openssl, openssl_root
+from tests.certs import openssl, openssl_csr, openssl_root
 from tests.harness import Gateway, init_gateway
 
 HOST = "api.example.com"
@@ -71,17 +71,10 @@ def edge_gateway(tmp_path: Path, database_url: str | None) -> Iterator[tuple[Gat
         yield gw, edge_port
 
 
-def _csr(tmp: Path, cn: str) -> tuple[Path, str]:
-    """An ECDSA key and CSR from `openssl req`, as an operator would make them."""
-    tmp.mkdir(parents=True, exist_ok=True)
-    key, csr = tmp / "client.key", tmp / "client.csr"
-    openssl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-            "-keyout", str(key), "-out", str(csr), "-subj", f"/CN={cn}")  # fmt: skip
-    return key, csr.read_text()
-
-
 def _issue(gw: Gateway, tmp: Path, cn: str) -> tuple[dict[str, object], Path, Path]:
-    key, csr = _csr(tmp / cn, cn)
+    # An ECDSA key and CSR from `openssl req`, as an operator would make them.
+    request = openssl_csr(tmp / cn, kind="ec", cn=cn)
+    key, csr = request.key_path, request.cert_pem
     with gw.http() as c:
         r = c.post(
             f"/zones/{gw.zone_id}/client_certificates", json={"csr": csr, "validity_days": 30}

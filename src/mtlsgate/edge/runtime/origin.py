@@ -215,7 +215,7 @@ class OriginConnection(asyncio.Protocol):
             if lname == b"content-length":
                 length = value
             out += [name, b": ", value, b"\r\n"]
-        bodiless = req.head_only or status in _NO_BODY_STATUSES or 100 <= status < 200
+        bodiless = req.head_only or status in _NO_BODY_STATUSES  # (1xx returned above)
         keep = client_req.keep_alive
         if not bodiless and length is None:
             if chunked and client_req.version == "1.1":
