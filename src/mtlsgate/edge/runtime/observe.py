@@ -69,13 +69,12 @@ class Observer:
         self.out = out or sys.stderr
         # A monotonic clock for line timestamps; the worker passes its event loop's, which
         # uvloop reads once per loop iteration (millisecond steps): cheaper than time.time()
-        # per request, and each step's text is formatted once (_timestamp).
+        # per request, and each step's text is formatted once (request_done).
         self.clock = clock
         self.wall_offset = time.time() - clock()  # (re-taken at each flush: no drift)
         self._last_clock = -1.0
         self._last_ts = ""
         self.records: list[Record] = []
-        self.formats: list[str] = []  # each record's line format, in the same order
         self.origin_ms: defaultdict[str, list[float]] = defaultdict(list)  # of the records
         # The shared part of a line per key, and back (counters are per key).
         self.middles: dict[Key, str] = {}
@@ -128,11 +127,9 @@ class Observer:
         origin = req.origin_seconds
         if origin is None:
             self.records.append((ts, middle, (time.monotonic() - req.started) * 1000))
-            self.formats.append(_LINE)
         else:
             origin_ms = origin * 1000
             self.records.append((ts, middle, (time.monotonic() - req.started) * 1000, origin_ms))
-            self.formats.append(_LINE_ORIGIN)
             self.origin_ms[host].append(origin_ms)
 
     def _count(self, records: list[Record], keys: Counter[Key]) -> None:
@@ -185,12 +182,13 @@ class Observer:
         records = self.records
         if not records:
             return
-        formats = self.formats
-        self.records, self.formats = [], []
+        self.records = []
         self.wall_offset = time.time() - self.clock()
         keys_of = self.keys
         keys = Counter({keys_of[m]: n for m, n in Counter(map(_MIDDLE_OF, records)).items()})
         self._count(records, keys)
+        # Each record's format by its length, and the lines: all in C.
+        formats = map(_FORMATS.__getitem__, map(len, records))
         self.out.write("".join(map(str.__mod__, formats, records)))
         self.out.flush()
         if len(self.middles) > MAX_KEYS:  # (the records just written were the last users)
