@@ -193,14 +193,18 @@ class EdgeWorker:
         state: HandshakeState = conn.get_app_data()
         raw = conn.get_servername()
         name = raw.decode("ascii", "replace") if raw else None
-        profile = self.snapshot.lookup(name)
+        # Read once: the config thread may install a newer snapshot between any two bytecodes,
+        # and the profile and the version recorded must come from the same one (a verdict
+        # labelled with a newer version than its trust set is never re-checked).
+        snapshot = self.snapshot
+        profile = snapshot.lookup(name)
         if profile is None:
             # A context without a certificate: the handshake fails with handshake_failure.
             # (Raising here would only print a traceback from inside cffi.)
             conn.set_context(self.reject_context)
             return
         state.sni = name.lower().rstrip(".") if name else None
-        state.version = self.snapshot.version
+        state.version = snapshot.version
         if profile is state.profile:
             return  # the context the connection started on (no SNI, or the default's name)
         state.profile = profile
