@@ -33,6 +33,7 @@ from OpenSSL import SSL
 from mtlsgate.edge.facts import RequestFacts
 from mtlsgate.edge.runtime.observe import Observer
 from mtlsgate.edge.runtime.origin import OriginPool, OriginRequest
+from mtlsgate.edge.runtime.simple_head import REQUEST_LINE, Fields, parse_fields
 from mtlsgate.edge.runtime.tls_engine import DONE, WANT, Engine, select_engine
 from mtlsgate.edge.snapshot import HeaderOps, HostProfile, Origin, Snapshot
 from mtlsgate.edge.timeouts import EdgeTimeouts
@@ -243,6 +244,8 @@ class ClientConnection(asyncio.Protocol):
         "closing",
         "current",
         "deadline",
+        "fields_parsed",
+        "fields_raw",
         "fwd_block",
         "fwd_headers",
         "handshaken",
@@ -295,6 +298,9 @@ class ClientConnection(asyncio.Protocol):
         self.head_raw = 0
         self.deadline = 0.0
         self.out: list[bytes] = []  # plaintext to encrypt and send at the end of this event
+        # The header fields of the last head taken by _simple, raw and parsed.
+        self.fields_raw = b""
+        self.fields_parsed: Fields | None = None
         self.log_ident: tuple[Verdict | None, str, str, str] | None = None  # see observe.py
         self.cert_block: bytes | None = None
         self.cert_block_version = -1
@@ -349,7 +355,7 @@ class ClientConnection(asyncio.Protocol):
             self._handshake_done()
             data = b""  # records that came with the client's Finished are inside the session
         plain = session.decrypt(data)
-        if plain:
+        if plain and (self.active is not None or not self.current.done or not self._simple(plain)):
             # HTTP framing: httptools calls on_message_begin ... on_message_complete below.
             waiting = self.in_head
             body_seen = self.body_seen
@@ -461,7 +467,42 @@ class ClientConnection(asyncio.Protocol):
         conn = self.session.conn
         return conn.get_protocol_version_name(), conn.get_cipher_name() or ""
 
-    # --- HTTP parsing (httptools callbacks) ----------------------------------------------
+    # --- HTTP parsing ----------------------------------------------------------------------
+
+    def _simple(self, plain: bytes) -> bool:
+        """A whole keep-alive request head of the common shape, alone in its read, is taken
+        here without httptools (simple_head.py); False: httptools reads `plain` as usual.
+        (Called only between requests, with nothing of another head pending.)"""
+        if plain[-4:] != b"\r\n\r\n":
+            return False
+        line = REQUEST_LINE.match(plain)
+        if line is None:
+            return False
+        fields = plain[line.end() :]
+        if fields == self.fields_raw:
+            parsed = self.fields_parsed
+        else:
+            parsed = parse_fields(fields)
+            if parsed is None:
+                return False
+            self.fields_raw, self.fields_parsed = fields, parsed
+        headers, host, connection = parsed  # type: ignore[misc]
+        method, url, minor = line.groups()
+        if minor == b"1":
+            if not host or connection == b"close":
+                return False  # (a 400, or a last request: the parser's, as before)
+        elif connection != b"keep-alive":
+            return False
+        req = self.current = Request(time.monotonic())
+        # (The fields list is shared by the connection's requests with this head: never
+        # changed after parsing, as only a chunked body's trailers would add to it.)
+        req.url, req.headers, req.host, req.method, req.done = url, headers, host, method, True
+        if minor == b"0":
+            req.version = "1.0"
+        self._start(req)
+        return True
+
+    # httptools callbacks
 
     def on_message_begin(self) -> None:
         self.current = Request(time.monotonic())
@@ -958,6 +999,7 @@ def _escape_control(m: re.Match[bytes]) -> bytes:
 
 # Placeholders for ClientConnection.parser and .current before there is one (see __init__).
 _NO_REQUEST = Request(0.0)
+_NO_REQUEST.done = True  # (between requests: nothing of a head pending)
 _NO_PARSER = cast(httptools.HttpRequestParser, None)
 
 
