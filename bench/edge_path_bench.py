@@ -35,6 +35,7 @@ from OpenSSL import SSL, crypto
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 
+from mtlsgate.edge.facts import CONNECTION_FIELDS
 from mtlsgate.edge.runtime.observe import Observer
 from mtlsgate.edge.runtime.origin import OriginConnection
 from mtlsgate.edge.runtime.server import EdgeWorker
@@ -139,10 +140,12 @@ def main() -> None:
 
     ctx = build_context(ident, trust_anchors=[ca], advertise=[ca], request_client_cert=True,
                         on_sni=on_sni)  # fmt: skip
+    rule = compile_expression(SEED_RULE)
     profile = HostProfile(
-        HOST, "z", ctx, True, Origin("127.0.0.1", 9), compile_first_match(
-            [compile_expression(SEED_RULE)]), (FirewallRule("r1", "block"),),
-        managed_cert_headers=True,
+        HOST, "z", ctx, True, Origin("127.0.0.1", 9), compile_first_match([rule]),
+        (FirewallRule("r1", "block"),), managed_cert_headers=True,
+        # As edge/builder.py decides it for this rule.
+        connection_rules=rule.fields <= CONNECTION_FIELDS,
     )  # fmt: skip
     log = io.StringIO()
     observer = Observer(None, "bench", out=log)

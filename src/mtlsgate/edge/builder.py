@@ -17,6 +17,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from OpenSSL import SSL
 
+from mtlsgate.edge.facts import CONNECTION_FIELDS
 from mtlsgate.edge.header_policy import is_token, refusal
 from mtlsgate.edge.snapshot import (
     BlockResponse,
@@ -126,8 +127,9 @@ def build_snapshot(
         # block or skip) and evaluated on its own, so it can never shadow a later block.
         deciding = tuple(r for r in host.firewall if r.action != "log")
         logging_rules = tuple(r for r in host.firewall if r.action == "log")
-        firewall = _compile(deciding)
-        routes = _compile(host.origin_rules)
+        firewall, fields = _compile(deciding)
+        log_rules, log_fields = _compile(logging_rules)
+        routes, _ = _compile(host.origin_rules)
         profile = HostProfile(
             hostname=host.hostname,
             zone_id=host.zone_id,
@@ -139,7 +141,7 @@ def build_snapshot(
                 FirewallRule(r.rule_id, r.action, _block_response(r.action_parameters))
                 for r in deciding
             ),
-            log_rules=_compile(logging_rules),
+            log_rules=log_rules,
             log_rule_ids=tuple(r.rule_id for r in logging_rules),
             managed_cert_headers=host.managed_cert_headers,
             trust_fingerprints=frozenset(c.fingerprint(hashes.SHA256()) for c in host.trust),
@@ -148,6 +150,9 @@ def build_snapshot(
                 _route(r.action_parameters, host.origin) for r in host.origin_rules
             ),
             late_transform=compile_late_transform(host.late_transform),
+            connection_rules=(fields | log_fields) <= CONNECTION_FIELDS
+            and not host.origin_rules
+            and not host.late_transform,
             client_cert_forwarding=host.client_cert_forwarding,
             revocation=host.revocation,
         )
@@ -163,12 +168,14 @@ def build_snapshot(
     return Snapshot(data.version, exact, wildcard, default)
 
 
-def _compile(rules: Sequence[RuleData]) -> Callable[..., int] | None:
+def _compile(rules: Sequence[RuleData]) -> tuple[Callable[..., int] | None, frozenset[str]]:
+    """The first-match function of `rules` (None without rules) and the fields they read."""
     if not rules:
-        return None
+        return None, frozenset()
     # Rules were checked when they were written; a rule that no longer compiles (an engine
     # change) would raise here and keep the previous snapshot in place.
-    return compile_first_match([compile_expression(r.expression) for r in rules])
+    compiled = [compile_expression(r.expression) for r in rules]
+    return compile_first_match(compiled), frozenset().union(*(c.fields for c in compiled))
 
 
 # --- late-transform header rules --------------------------------------------------------------

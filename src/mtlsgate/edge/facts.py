@@ -162,3 +162,23 @@ PROVIDERS: dict[str, Callable[[RequestFacts], Any]] = {
     PREFIX + "cert_verified": _verdict_flag("verified"),
     PREFIX + "cert_revoked": _verdict_flag("revoked"),
 }
+
+# Fields with one value for every request of a connection under one configuration and one
+# client-certificate verdict; http.host too when the Host header names the connection's own
+# hostname. Rules that read only these decide the same for each such request, so the edge
+# evaluates them once per connection (runtime/server.py `_start`).
+CONNECTION_FIELDS = frozenset(
+    {
+        "http.host",
+        "ip.src",
+        "ssl",
+        "cf.tls_version",
+        "cf.tls_cipher",
+        "cf.edge.server_port",
+        "cf.edge.server_ip",
+        *FIELD_NAMES,
+        PREFIX + "cert_presented",
+        PREFIX + "cert_verified",
+        PREFIX + "cert_revoked",
+    }
+)

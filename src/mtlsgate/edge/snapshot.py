@@ -97,6 +97,9 @@ class HostProfile:
     # `log` rules: the first that matches is named in the request's log line.
     log_rules: Callable[[Mapping[str, Any]], int] | None = None
     log_rule_ids: tuple[str, ...] = ()
+    # The firewall and log rules read only facts.CONNECTION_FIELDS, and nothing else needs the
+    # request's facts (no origin or late-transform rules): decided once per connection.
+    connection_rules: bool = False
     # Origin rules: index of the first matching route rule, and the origin each one selects.
     origin_rules: Callable[[Mapping[str, Any]], int] | None = None
     origin_routes: tuple[Origin, ...] = ()

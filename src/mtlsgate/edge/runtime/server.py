@@ -244,6 +244,7 @@ class ClientConnection(asyncio.Protocol):
         "closing",
         "current",
         "deadline",
+        "decided",
         "fields_parsed",
         "fields_raw",
         "fwd_block",
@@ -306,6 +307,8 @@ class ClientConnection(asyncio.Protocol):
         self.cert_block_version = -1
         self.verdict_version = -1
         self.fwd_headers: list[tuple[bytes, bytes]] | None = None  # see _origin_head
+        # (profile, verdict, (log rule index, firewall rule index)): see _start.
+        self.decided: tuple[HostProfile | None, Verdict | None, tuple[int, int]] = _UNDECIDED
         self.fwd_block = b""
 
     # --- transport events ------------------------------------------------------------------
@@ -649,36 +652,34 @@ class ClientConnection(asyncio.Protocol):
             # The API may already report a revocation done without this worker (edge/liveness.py).
             self._respond(req, simple_response(503, _FENCED))
             return
-        facts = req.facts = RequestFacts(self, req, target)
-        # Two fields the request path already knows, set without a provider call: the seed's
-        # rule reads exactly these.
-        if raw_host == profile.name_bytes:
-            facts["http.host"] = profile.hostname
-        verdict = self.verdict
-        facts[_VERIFIED] = verdict is not None and verdict.verified  # (verified: presented too)
-        if target.log_rules is not None:
-            logged = target.log_rules(facts)
-            if logged >= 0:
-                req.rule_id, req.action = target.log_rule_ids[logged], "log"
-        if target.firewall is not None:
-            index = target.firewall(facts)
-            if index >= 0:
-                rule = target.firewall_rules[index]
-                req.rule_id, req.action = rule.rule_id, rule.action
-                if rule.action == "block":
-                    resp = rule.response
-                    body = resp.content if resp is not None else b""
-                    status = resp.status if resp is not None else 403
-                    ctype = resp.content_type.encode() if resp is not None else b"text/plain"
-                    self._respond(req, simple_response(status, body, ctype))
-                    return
+        if raw_host == profile.name_bytes and target.connection_rules:  # (target is profile)
+            # Rules that read only the connection's fields decide as they did for its previous
+            # request, unless the configuration or the verdict changed since (new objects).
+            decided = self.decided
+            if decided[0] is not target or decided[1] is not self.verdict:
+                decided = self.decided = (target, self.verdict, self._judge(req, target))
+            logged, index = decided[2]
+        else:
+            logged, index = self._judge(req, target)
+        if logged >= 0:
+            req.rule_id, req.action = target.log_rule_ids[logged], "log"
+        if index >= 0:
+            rule = target.firewall_rules[index]
+            req.rule_id, req.action = rule.rule_id, rule.action
+            if rule.action == "block":
+                resp = rule.response
+                body = resp.content if resp is not None else b""
+                status = resp.status if resp is not None else 403
+                ctype = resp.content_type.encode() if resp is not None else b"text/plain"
+                self._respond(req, simple_response(status, body, ctype))
+                return
         if req.expect_continue and not req.done:
             # The edge accepts the body itself; the origin gets it without the Expect dance.
             self.out.append(b"HTTP/1.1 100 Continue\r\n\r\n")
         origin = target.origin
         if target.origin_rules is not None:
             # Origin rules: the first matching route rule chooses host, port, Host header, SNI.
-            route = target.origin_rules(facts)
+            route = target.origin_rules(req.facts)  # type: ignore[arg-type]
             if route >= 0:
                 origin = target.origin_routes[route]
         head = self._origin_head(req, target, origin)
@@ -691,6 +692,19 @@ class ClientConnection(asyncio.Protocol):
             self.resume_reading()
         if req.done:
             origin_req.end_body()
+
+    def _judge(self, req: Request, target: HostProfile) -> tuple[int, int]:
+        """The request's facts, and the indices of the first matching log and firewall rules
+        (-1: none)."""
+        facts = req.facts = RequestFacts(self, req, target)
+        # Two fields the request path already knows, set without a provider call: the seed's
+        # rule reads exactly these.
+        if req.host == target.name_bytes:
+            facts["http.host"] = target.hostname
+        verdict = self.verdict
+        facts[_VERIFIED] = verdict is not None and verdict.verified  # (verified: presented too)
+        logged = target.log_rules(facts) if target.log_rules is not None else -1
+        return logged, target.firewall(facts) if target.firewall is not None else -1
 
     def _recheck(self, target: HostProfile, version: int) -> None:
         """The configuration changed since the handshake: a certificate verified against a CA
@@ -999,6 +1013,7 @@ def _escape_control(m: re.Match[bytes]) -> bytes:
 
 # Placeholders for ClientConnection.parser and .current before there is one (see __init__).
 _NO_REQUEST = Request(0.0)
+_UNDECIDED = (None, None, (-1, -1))
 _NO_REQUEST.done = True  # (between requests: nothing of a head pending)
 _NO_PARSER = cast(httptools.HttpRequestParser, None)
 
