@@ -3,7 +3,7 @@
 The API settles a revocation once every *running* edge has the change; a worker that stopped
 heartbeating (here: frozen with SIGSTOP) stops counting after the running window, so the status
 reaches `revoked` without it. When that worker wakes up it still holds the old configuration:
-it must refuse requests on mTLS hostnames (503) until its configuration is confirmed current,
+it must refuse every request (503) until its configuration is confirmed current, and so
 never serve the revoked certificate. Heartbeats are scaled down so the test takes seconds.
 """
 
@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import time
 from pathlib import Path
@@ -36,8 +37,24 @@ def _serving_workers(gw: Gateway, port: int) -> list[int]:
     return [int(pid) for pid in re.findall(pattern, log)]
 
 
+def _applied_everywhere(gw: Gateway) -> bool:
+    """Both edge workers have reported (heartbeat) the store's current config version."""
+    db = sqlite3.connect(gw.data_dir / "mtlsgate.db")
+    try:
+        (version,) = db.execute("SELECT version FROM config_state WHERE id = 1").fetchone()
+        rows = db.execute("SELECT config_version FROM edge_nodes").fetchall()
+    finally:
+        db.close()
+    return len(rows) >= 2 and all(v >= version for (v,) in rows)
+
+
+# with_mtls: frozen once both workers hold the hostname's association and rule.
+# before_mtls: frozen before the association was made, so its configuration serves the hostname
+# without asking for a certificate (the fence must cover every hostname, not only the ones its
+# stale configuration knows as mTLS: CI once saw this worker let the revoked certificate through).
+@pytest.mark.parametrize("freeze", ["with_mtls", "before_mtls"])
 def test_a_frozen_worker_refuses_after_the_api_stopped_waiting_for_it(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, freeze: str
 ) -> None:
     # Heartbeat 0.5 s: a worker fences itself after 2 s, the API stops waiting after 3.75 s.
     monkeypatch.setenv("MTLSGATE_EDGE_HEARTBEAT_INTERVAL", "0.5")
@@ -46,13 +63,18 @@ def test_a_frozen_worker_refuses_after_the_api_stopped_waiting_for_it(
         time.sleep(1.0)  # two heartbeats of each
         workers = _serving_workers(gw, port)
         try:
-            _frozen_worker_scenario(gw, port, tmp_path, workers[0])
+            _frozen_worker_scenario(gw, port, tmp_path, workers[0], freeze == "before_mtls")
         finally:
             os.kill(workers[0], signal.SIGCONT)  # (never leave a stopped process behind)
 
 
-def _frozen_worker_scenario(gw: Gateway, port: int, tmp_path: Path, frozen: int) -> None:
+def _frozen_worker_scenario(
+    gw: Gateway, port: int, tmp_path: Path, frozen: int, freeze_first: bool
+) -> None:
     zone = gw.zone_id
+    frozen_at = time.monotonic()
+    if freeze_first:
+        os.kill(frozen, signal.SIGSTOP)
     managed_mtls(gw)
     with gw.http() as c:
         key, csr = openssl_req(tmp_path / "client")
@@ -61,14 +83,18 @@ def _frozen_worker_scenario(gw: Gateway, port: int, tmp_path: Path, frozen: int)
         cert_id = r.json()["result"]["id"]
         pem = tmp_path / "client.pem"
         pem.write_text(r.json()["result"]["certificate"])
-        until(lambda: curl(gw, port, pem, key), 200, 10)
-
-        os.kill(frozen, signal.SIGSTOP)
+        if not freeze_first:
+            until(lambda: curl(gw, port, pem, key), 200, 10)
+            # (A 200 may come from a worker that does not ask for certificates yet.)
+            until(lambda: _applied_everywhere(gw), True, 10)
+            frozen_at = time.monotonic()
+            os.kill(frozen, signal.SIGSTOP)
         url = f"/zones/{zone}/client_certificates/{cert_id}"
         assert c.delete(url).json()["result"]["status"] == "pending_revocation"
         # The other worker applies it; the frozen one drops out of "running": revoked.
-        waited = until(lambda: c.get(url).json()["result"]["status"], "revoked", 15)
-        assert waited >= 2.0, "settled before the frozen worker could have fenced itself"
+        until(lambda: c.get(url).json()["result"]["status"], "revoked", 15)
+        settled = time.monotonic() - frozen_at
+        assert settled >= 2.0, "settled before the frozen worker could have fenced itself"
 
         # Connections made while it is frozen wait in its accept queue (SO_REUSEPORT
         # spreads them over both workers); it answers them first thing when it wakes.

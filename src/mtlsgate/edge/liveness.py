@@ -5,9 +5,10 @@ reactivation) once every *running* edge node has reported the config version tha
 (services/client_certificates.py `settle`). A node that stops reporting (stopped, killed, frozen,
 cut off from the store) stops counting as running after RUNNING_WINDOW without a heartbeat. So
 that forgetting such a node can never let a revoked certificate through, a worker that has not
-confirmed its configuration for FENCE_AFTER answers requests on mTLS hostnames with 503 until it
-has (edge/runtime/server.py, worker.py): by the time the API stops waiting for a node, the node
-has fenced itself, even if it was merely frozen and wakes up later.
+confirmed its configuration for FENCE_AFTER answers every request with 503 until it has (every
+hostname: one its stale configuration serves without mTLS may have been given an association
+since; edge/runtime/server.py, worker.py): by the time the API stops waiting for a node, the
+node has fenced itself, even if it was merely frozen and wakes up later.
 
 The margins: a worker confirms its configuration with each heartbeat, at least every
 HEARTBEAT_INTERVAL; on PostgreSQL what it confirms may be up to the safety poll (2 s) old. A node

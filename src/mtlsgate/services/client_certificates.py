@@ -34,7 +34,7 @@ STATUSES = (ACTIVE, PENDING_REACTIVATION, PENDING_REVOCATION, REVOKED)
 REVOKED_AT_EDGE = (PENDING_REVOCATION, REVOKED)
 
 # An edge node is running while its heartbeat is this recent; one that is silent longer has
-# fenced itself (it refuses mTLS hostnames until its configuration is confirmed current), so
+# fenced itself (it refuses requests until its configuration is confirmed current), so
 # no longer waiting for it cannot let a revoked certificate through: edge/liveness.py.
 EDGE_RUNNING_WINDOW = timedelta(seconds=RUNNING_WINDOW)
 

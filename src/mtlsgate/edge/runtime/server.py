@@ -648,8 +648,10 @@ class ClientConnection(asyncio.Protocol):
             self._recheck(target, snapshot.version)
         worker = self.worker
         now = worker.loop.time()
-        if now > worker.fenced_from and target.mtls:
-            # The API may already report a revocation done without this worker (edge/liveness.py).
+        if now > worker.fenced_from:
+            # The API may already report a revocation done without this worker (edge/liveness.py),
+            # on any hostname: one this stale configuration serves without mTLS may have been
+            # given an association since.
             self._respond(req, simple_response(503, _FENCED))
             return
         if raw_host == profile.name_bytes and target.connection_rules:  # (target is profile)
