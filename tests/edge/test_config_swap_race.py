@@ -1,8 +1,8 @@
 """A configuration swap can land between any two bytecodes of the event loop's thread: the
 config watcher builds and installs snapshots in a thread (edge/runtime/worker.py). What a
 handshake records must come from one snapshot, or a verdict judged against an old trust set is
-labelled with the new version and never re-checked (CI once saw a revoked certificate answered
-200 by a worker that woke up while its new configuration was being installed).
+labelled with the new version and never re-checked. (Found while looking for the cause of a
+CI failure; that one was another: see tests/e2e/test_edge_fencing.py.)
 
 A real EdgeWorker and ClientConnection with an in-memory TLS client; the swap is made to happen
 inside the SNI callback's lookup, where the thread switch once did."""
