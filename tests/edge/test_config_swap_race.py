@@ -5,7 +5,7 @@ labelled with the new version and never re-checked. (Found while looking for the
 CI failure; that one was another: see tests/e2e/test_edge_fencing.py.)
 
 A real EdgeWorker and ClientConnection with an in-memory TLS client; the swap is made to happen
-inside the SNI callback's lookup, where the thread switch once did."""
+inside the SNI callback's lookup, where a thread switch can land."""
 
 from __future__ import annotations
 
