@@ -181,7 +181,7 @@ def test_seed_flow_through_the_edge(edge_gateway: tuple[Gateway, int], tmp_path:
             if (
                 {"ok", "absent", "untrusted", "expired"} <= seen
                 and counted.get("ok", 0) >= 2
-                and counted.get("absent", 0) >= 2
+                and counted.get("absent", 0) + counted.get("none", 0) >= 3
             ):
                 break
             time.sleep(0.3)
@@ -189,7 +189,12 @@ def test_seed_flow_through_the_edge(edge_gateway: tuple[Gateway, int], tmp_path:
     assert any(e["mtls"] == "ok" and e["status"] == 200 for e in events)
     mtls_counts = totals["mtls"]
     assert isinstance(mtls_counts, dict), totals
-    assert mtls_counts.get("ok", 0) >= 2 and mtls_counts.get("absent", 0) >= 2, totals
+    # Two requests with a valid certificate; without one, at least one request on a handshake
+    # made after the association ("absent") and one after its removal ("none"). The first 403
+    # after the association may be on a connection opened before it: "none", or "absent".
+    assert mtls_counts.get("ok", 0) >= 2, totals
+    assert mtls_counts.get("absent", 0) >= 1 and mtls_counts.get("none", 0) >= 1, totals
+    assert mtls_counts.get("absent", 0) + mtls_counts.get("none", 0) >= 3, totals
 
 
 def eventually_lines(gw: Gateway, at_least: int) -> list[dict[str, object]]:

@@ -51,6 +51,8 @@ _CONTENT_LENGTH = re.compile(rb"\r\ncontent-length:([^\r\n]*)", re.IGNORECASE)
 _NO_BODY = (b"204", b"304")
 
 
+_CLOSE = b"\r\nConnection: close\r\n\r\n"
+_KEEP_ALIVE = b"\r\nConnection: keep-alive\r\n\r\n"
 _SIMPLE_HEADS: dict[bytes, tuple[int, int] | tuple[()]] = {}
 _SIMPLE_HEADS_MAX = 256
 _CACHED_HEAD_MAX = 2048
@@ -132,15 +134,22 @@ class OriginConnection(asyncio.Protocol):
                 if simple and simple[1] == len(data) - end - 4:
                     client_req = req.client_req
                     client_req.status = simple[0]
-                    if not client_req.keep_alive:
-                        tail = b"\r\nConnection: close\r\n\r\n"
-                    elif client_req.version == "1.0":
-                        tail = b"\r\nConnection: keep-alive\r\n\r\n"
-                    else:
-                        tail = b"\r\n\r\n"
                     if not client.closing:
-                        client.out.append(b"".join((head, tail, data[end + 4 :])))
-                    self._complete(req, keep_alive=True)
+                        # The head's blank line is its first; the client's Connection header
+                        # goes before it (HTTP/1.1 keep-alive needs none: the bytes as they are).
+                        if not client_req.keep_alive:
+                            data = data.replace(b"\r\n\r\n", _CLOSE, 1)
+                        elif client_req.version == "1.0":
+                            data = data.replace(b"\r\n\r\n", _KEEP_ALIVE, 1)
+                        client.out.append(data)
+                    # _complete's work, inline (the per-request path).
+                    self.request = None
+                    client_req.origin_seconds = time.monotonic() - req.sent_at
+                    client.finish(client_req)
+                    if req.ended and not self.closed:
+                        self.pool.release(self)
+                    else:
+                        self.close()
                     client.flush()
                     return
         # The origin timeout runs between reads, as nginx's proxy_read_timeout: a long response
@@ -448,7 +457,9 @@ class OriginPool:
         self.connect_timeout = timeouts.origin_connect
 
     def release(self, conn: OriginConnection) -> None:
-        stack = self.idle.setdefault(conn.key, [])
+        stack = self.idle.get(conn.key)
+        if stack is None:
+            stack = self.idle[conn.key] = []
         if len(stack) >= MAX_IDLE_PER_ORIGIN:
             conn.close()
         else:

@@ -247,8 +247,7 @@ class ClientConnection(asyncio.Protocol):
         "decided",
         "fields_parsed",
         "fields_raw",
-        "fwd_block",
-        "fwd_headers",
+        "fwd_tail",
         "handshaken",
         "head_raw",
         "header_bytes",
@@ -306,10 +305,11 @@ class ClientConnection(asyncio.Protocol):
         self.cert_block: bytes | None = None
         self.cert_block_version = -1
         self.verdict_version = -1
-        self.fwd_headers: list[tuple[bytes, bytes]] | None = None  # see _origin_head
         # (profile, verdict, (log rule index, firewall rule index)): see _start.
         self.decided: tuple[HostProfile | None, Verdict | None, tuple[int, int]] = _UNDECIDED
-        self.fwd_block = b""
+        # (client headers, cf-cert-* block, what follows CF-Ray in the origin head): see
+        # _origin_head.
+        self.fwd_tail: tuple[list[tuple[bytes, bytes]] | None, bytes | None, bytes] = _NO_TAIL
 
     # --- transport events ------------------------------------------------------------------
 
@@ -812,29 +812,34 @@ class ClientConnection(asyncio.Protocol):
             if origin.host_header
             else req.host or profile.hostname.encode("ascii")
         )
-        out = [req.method, b" ", req.url, b" HTTP/1.1\r\nHost: ", host, b"\r\n"]
         # Late-transform rules: the net effect of every matching rule, per header name (None
         # when no rule matched). They act on the headers as forwarded, i.e. after the client's
         # copies of the edge's own headers are gone, so a rule may set Client-Cert.
         ops = None
         if profile.late_transform is not None and req.facts is not None:
             ops = profile.late_transform(req.facts) or None
+        line = (req.method, b" ", req.url, b" HTTP/1.1\r\nHost: ", host, b"\r\n")
+        ray = next(self.worker.rays)
+        cert = self._cert_header_block() if profile.managed_cert_headers else b""
         headers = req.headers
-        if ops is None:
-            # A keep-alive client tends to send the same headers on every request: their
-            # forwarded form (with the edge's address headers) is kept for the next one.
-            if headers == self.fwd_headers:
-                out.append(self.fwd_block)
-            else:
-                block = self._forwarded(headers, None)
-                # (A copy: trailers of a chunked body are appended to req.headers later.)
-                self.fwd_headers, self.fwd_block = headers.copy(), block
-                out.append(block)
-        else:
-            out.append(self._forwarded(headers, ops))
-        out.append(next(self.worker.rays))
-        if profile.managed_cert_headers:
-            out.append(self._cert_header_block())
+        if (
+            ops is None
+            and not profile.client_cert_forwarding
+            and req.content_length is None
+            and not req.chunked
+        ):
+            # A keep-alive client tends to send the same headers on every request: all that
+            # follows CF-Ray (the forwarded headers, the edge's address and certificate headers)
+            # is kept for the next one. (Identity first: the simple-head path shares the list.)
+            # (Bodiless: no chunked trailers will be added to this request's headers.)
+            tail = self.fwd_tail
+            if headers is not tail[0] or cert is not tail[1]:
+                if cert is not tail[1] or headers != tail[0]:
+                    forwarded = self._forwarded(headers, None)
+                    tail = (headers, cert, b"".join((forwarded, cert, b"\r\n")))
+                self.fwd_tail = tail = (headers, cert, tail[2])
+            return b"".join((*line, ray, tail[2]))
+        out = [*line, ray, self._forwarded(headers, ops), cert]
         if profile.client_cert_forwarding:
             facts = self.client_facts()
             if facts is not None:
@@ -1013,11 +1018,12 @@ def _escape_control(m: re.Match[bytes]) -> bytes:
     return b"\\%02X" % m.group()[0]
 
 
-# Placeholders for ClientConnection.parser and .current before there is one (see __init__).
+# Placeholders for ClientConnection's attributes before there is a value (see __init__).
 _NO_REQUEST = Request(0.0)
-_UNDECIDED = (None, None, (-1, -1))
 _NO_REQUEST.done = True  # (between requests: nothing of a head pending)
 _NO_PARSER = cast(httptools.HttpRequestParser, None)
+_UNDECIDED = (None, None, (-1, -1))
+_NO_TAIL = (None, None, b"")
 
 
 class _Reject(Exception):
