@@ -373,3 +373,22 @@ def test_a_chunked_upload_in_many_small_reads_is_not_431() -> None:
         assert not edge.conn.closing and edge.conn.current.done
     finally:
         edge.close()
+
+
+def test_bytes_after_a_last_request_do_not_replace_its_answer() -> None:
+    # A request with Connection: close, then more bytes while it is at the origin (llhttp
+    # refuses bytes after a last request): the answer still comes, then the connection closes.
+    edge = Edge()
+    try:
+        edge.first_request()
+        edge.send(b"GET /c HTTP/1.1\r\nHost: api.example.com\r\nConnection: close\r\n\r\n")
+        assert edge.origin_out.take().startswith(b"GET /c")
+        edge.send(b"GET /d HTTP/1.1\r\nHost: api.example.com\r\n\r\n")
+        assert edge.received() == b""
+        assert edge.origin_out.take() == b""
+        edge.origin.data_received(RESPONSE)
+        answer = edge.received()
+        assert answer.startswith(b"HTTP/1.1 200") and answer.count(b"HTTP/1.1") == 1, answer
+        assert edge.conn.closing
+    finally:
+        edge.close()

@@ -100,6 +100,8 @@ def test_simple_heads_read_as_httptools_reads_them(head: bytes) -> None:
         b"GET / HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
         b"GET / HTTP/1.1\r\nHost: h\r\nConnection: keep-alive, close\r\n\r\n",
         b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\nConnection: close\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: h\r\nProxy-Connection: close\r\n\r\n",  # llhttp: Connection
+        b"GET /" + b"a" * 8192 + b" HTTP/1.1\r\nHost: h\r\n\r\n",  # long target: counted by it
         b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
         b"GET / HTTP/1.1\nHost: h\n\n",  # bare LF
         b"GET / HTTP/1.1\r\nHost: h\r\n folded\r\n\r\n",  # obs-fold
@@ -130,7 +132,9 @@ _NAME_CHARS = st.sampled_from([b"a", b"Z", b"-", b"_", b"!", b"~", b"|", b" ", b
 _VALUE_CHARS = st.sampled_from([b"v", b" ", b"\t", b":", b",", b"\x00", b"\x01", b"\x7f", b"\x80",
                                 b"\r", b"\n", b";", b"="])  # fmt: skip
 _NAMES = st.one_of(
-    st.sampled_from([b"Host", b"host", b"Connection", b"Content-Length", b"Accept", b"X-A"]),
+    st.sampled_from(
+        [b"Host", b"host", b"Connection", b"Content-Length", b"Accept", b"X-A", b"Proxy-Connection"]
+    ),
     st.lists(_NAME_CHARS, min_size=0, max_size=6).map(b"".join),
 )
 _VALUES = st.one_of(
@@ -153,7 +157,18 @@ _WILD = st.tuples(
 _GOOD_CHARS = st.sampled_from([b"v", b"K", b" ", b"\t", b":", b",", b"/", b"*"])
 _GOOD_VALUE = st.lists(_GOOD_CHARS, max_size=6).map(lambda cs: b"x" + b"".join(cs) + b"y")
 _GOOD_FIELD = st.tuples(
-    st.sampled_from([b"Host", b"HOST", b"Connection", b"Accept", b"X-A", b"a!b~c", b"Cookie"]),
+    st.sampled_from(
+        [
+            b"Host",
+            b"HOST",
+            b"Connection",
+            b"Accept",
+            b"X-A",
+            b"a!b~c",
+            b"Cookie",
+            b"Proxy-Connection",
+        ]
+    ),
     st.sampled_from([b":", b": ", b":\t", b":  "]),
     st.one_of(_GOOD_VALUE, st.sampled_from([b"keep-alive", b"Keep-Alive", b"close", b"h:1"])),
 ).map(lambda t: b"".join(t) + b"\r\n")
@@ -221,5 +236,34 @@ def test_a_connection_s_heads_are_forwarded_as_sent_when_they_repeat_and_when_th
                 assert has in sent, sent
             edge.origin.data_received(RESPONSE)
             assert edge.received().startswith(b"HTTP/1.1 200")
+    finally:
+        edge.close()
+
+
+def test_a_long_target_alone_in_its_read_gets_431_as_through_httptools() -> None:
+    from tests.edge.test_request_limits import Edge
+
+    edge = Edge()
+    try:
+        edge.first_request()
+        edge.send(b"GET /" + b"a" * 40000 + b" HTTP/1.1\r\nHost: api.example.com\r\n\r\n")
+        assert edge.origin_out.take() == b""
+        assert edge.received().startswith(b"HTTP/1.1 431")
+    finally:
+        edge.close()
+
+
+def test_proxy_connection_close_ends_the_connection_as_through_httptools() -> None:
+    from tests.edge.test_request_garbage import RESPONSE
+    from tests.edge.test_request_limits import Edge
+
+    edge = Edge()
+    try:
+        edge.first_request()
+        edge.send(b"GET /p HTTP/1.1\r\nHost: api.example.com\r\nProxy-Connection: close\r\n\r\n")
+        assert edge.origin_out.take().startswith(b"GET /p")
+        edge.origin.data_received(RESPONSE)
+        assert edge.received().startswith(b"HTTP/1.1 200")
+        assert edge.conn.closing
     finally:
         edge.close()

@@ -168,8 +168,8 @@ class EdgeWorker:
         self.snapshot = snapshot
         self.install(snapshot)
         self._sweeper = loop.call_later(SWEEP_INTERVAL, self._sweep)
-        # Past this loop time, requests on mTLS hostnames get 503 until the configuration is
-        # confirmed current again (edge/liveness.py). Never, unless a watcher sets fence_after.
+        # Past this loop time, requests get 503 until the configuration is confirmed current
+        # again (edge/liveness.py). Never, unless a watcher sets fence_after.
         self.fence_after: float | None = None
         self.fenced_from = float("inf")
 
@@ -370,7 +370,11 @@ class ClientConnection(asyncio.Protocol):
                 # httptools wraps an exception raised in a callback in HttpParserCallbackError
                 # (the original is its __context__): a _Reject never arrives here as itself.
                 cause = e.__context__ or e.__cause__
-                if isinstance(cause, _Reject):
+                if self.current.done and not self.current.keep_alive:
+                    # Bytes after a request that ends the connection (llhttp refuses them): its
+                    # answer is still owed; the rest is ignored, as nginx ignores it.
+                    pass
+                elif isinstance(cause, _Reject):
                     self._reject(cause.status, cause.body)
                 else:
                     self._reject(400, b"malformed request\n")

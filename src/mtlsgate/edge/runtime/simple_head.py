@@ -11,8 +11,9 @@ The shape is a strict subset of what llhttp (httptools) accepts, so taking this 
 admits a request the parser would refuse: a bodiless method, an origin-form target of visible
 ASCII without a fragment, HTTP/1.0 or 1.1, then fields whose names are tokens and whose values
 are visible ASCII with inner spaces or tabs, no trailing whitespace, nothing empty. Any field
-that frames or changes the message (Content-Length, Transfer-Encoding, Expect, Upgrade, a
-Connection other than one `keep-alive` or `close`, a second Host) sends the head to httptools,
+that frames or changes the message (Content-Length, Transfer-Encoding, Expect, Upgrade,
+Proxy-Connection, a Connection other than one `keep-alive` or `close`, a second Host), and a
+target or fields longer than MAX_SIMPLE, send the head to httptools,
 which judges it as before. tests/edge/test_simple_head.py checks the subset property against
 httptools.
 """
@@ -24,13 +25,19 @@ import re
 _TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
 _VALUE = rb"[\x21-\x7e](?:[ \t\x21-\x7e]*[\x21-\x7e])?"
 # The request line; what follows it (the fields and the blank line) is `fields` below.
-REQUEST_LINE = re.compile(rb"(GET|HEAD|DELETE|OPTIONS) (/[\x21\x22\x24-\x7e]*) HTTP/1\.([01])\r\n")
+# (A target and fields of at most MAX_SIMPLE bytes each: the head stays under the 32 KiB limit
+# the httptools path enforces with 431.)
+REQUEST_LINE = re.compile(
+    rb"(GET|HEAD|DELETE|OPTIONS) (/[\x21\x22\x24-\x7e]{0,8191}) HTTP/1\.([01])\r\n"
+)
 _FIELDS = re.compile(rb"(?:" + _TOKEN + rb":[ \t]*" + _VALUE + rb"\r\n)*+\r\n")
 _FIELD = re.compile(rb"([^:]+):[ \t]*([^\r]*)\r\n")
 # Fields that frame the message or change how it is handled: httptools and the edge's
-# callbacks decide those requests.
-_NOT_SIMPLE = frozenset({b"content-length", b"transfer-encoding", b"expect", b"upgrade"})
-# A head longer than this goes to httptools (which counts it against the 431 limit).
+# callbacks decide those requests. (llhttp reads Proxy-Connection as Connection.)
+_NOT_SIMPLE = frozenset(
+    {b"content-length", b"transfer-encoding", b"expect", b"upgrade", b"proxy-connection"}
+)
+# Fields longer than this go to httptools (which counts the head against the 431 limit).
 MAX_SIMPLE = 8192
 
 # (the fields lowercased-name first, as the callbacks build them; the Host value or b"";
