@@ -42,6 +42,10 @@ from mtlsgate.store.keystore import KeyStore
 API_PREFIX = "/client/v4"
 # A JSON string escape for U+0000 (an escaped backslash before "u0000" is not one).
 _NUL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
+# A \uD800-\uDFFF escape: JSON admits an unpaired one, which no database (and no UTF-8 response)
+# can hold. (A pair decodes to one character; what is left after decoding is unpaired.)
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 # A decoded path with a control character (`%0A`, `%00`, ...) names no route. Starlette's route
 # patterns end in `$`, which matches before a trailing newline: `/dns_records%0A` reached the
 # DNS records route (and a POST there wrote). Refused as any unknown path is.
@@ -101,17 +105,30 @@ class BodyLimit:
         body = b"".join(chunks)
         if body and scope["path"].startswith(API_PREFIX):
             scope = _as_json(scope)
-            pointer = _nul_pointer(body) if _NUL_ESCAPE.search(body) is not None else None
-            if pointer is not None:
+            found = (
+                _unstorable_text(body)
+                if _NUL_ESCAPE.search(body) is not None
+                or _SURROGATE_ESCAPE.search(body) is not None
+                else None
+            )
+            if found is not None:
                 # PostgreSQL cannot store NUL in text (the write failed with a 500 there) while
-                # SQLite would: refused alike on both, before anything is parsed or written.
+                # SQLite would, and an unpaired surrogate fails any UTF-8 encoding (the write,
+                # or the answer that quotes it): refused alike on both, before anything is
+                # parsed or written.
+                pointer, what = found
                 item = {
                     "code": INVALID_BODY,
                     "source": {"pointer": pointer},
-                    "message": f"{pointer or 'the body'}: text must not contain NUL (\\u0000)",
+                    "message": f"{pointer or 'the body'}: text must not contain {what}",
                 }
                 await error_response(400, [item])(scope, receive, send)  # fmt: skip
                 return
+        if b"%00" in scope.get("query_string", b"") and scope["path"].startswith(API_PREFIX):
+            # (The query's filters reach the database as text: NUL fails on PostgreSQL.)
+            item = {"code": INVALID_BODY, "message": "the query string must not contain NUL (%00)"}
+            await error_response(400, [item])(scope, receive, send)
+            return
         sent = False
 
         async def replay() -> Message:
@@ -144,9 +161,17 @@ class BodyLimit:
         await response(scope, receive, send)
 
 
-def _nul_pointer(body: bytes) -> str | None:
-    """The JSON pointer of the first string (a key or a value) holding NUL; None when there is
-    none or the body is not JSON (which the route then reports as malformed)."""
+def _unstorable(text: str) -> str | None:
+    if "\x00" in text:
+        return "NUL (\\u0000)"
+    m = _SURROGATE.search(text)
+    return None if m is None else f"an unpaired surrogate (\\u{ord(m.group()):04x})"
+
+
+def _unstorable_text(body: bytes) -> tuple[str, str] | None:
+    """The JSON pointer of the first string (a key or a value) holding NUL or an unpaired
+    surrogate, and which; None when there is none or the body is not JSON (which the route
+    then reports as malformed)."""
     try:
         data = json.loads(body)
     except ValueError:
@@ -155,13 +180,16 @@ def _nul_pointer(body: bytes) -> str | None:
     while todo:
         path, value = todo.pop(0)
         if isinstance(value, str):
-            if "\x00" in value:
-                return path
+            what = _unstorable(value)
+            if what is not None:
+                return path, what
         elif isinstance(value, dict):
             for key, item in value.items():
                 at = path + "/" + str(key).replace("~", "~0").replace("/", "~1")
-                if "\x00" in str(key):
-                    return at
+                what = _unstorable(str(key))
+                if what is not None:
+                    # (The answer must be encodable: a key with a surrogate is not quoted.)
+                    return (path + "/(a key)" if _SURROGATE.search(key) else at), what
                 todo.append((at, item))
         elif isinstance(value, list):
             todo += [(f"{path}/{i}", item) for i, item in enumerate(value)]
