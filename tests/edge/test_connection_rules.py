@@ -81,18 +81,14 @@ def _status(edge: Edge, path: bytes) -> bytes:
 
 
 def test_a_rule_on_the_path_is_evaluated_for_every_request_of_a_connection() -> None:
-    edge = _edge_with('http.request.uri.path eq "/admin"')
-    try:
+    with _edge_with('http.request.uri.path eq "/admin"') as edge:
         assert [_status(edge, p) for p in (b"/", b"/admin", b"/", b"/admin")] == [
             b"200", b"403", b"200", b"403",
         ]  # fmt: skip
-    finally:
-        edge.close()
 
 
 def test_a_decision_kept_for_a_connection_follows_its_verdict() -> None:
-    edge = _edge_with(SEED)
-    try:
+    with _edge_with(SEED) as edge:
         assert edge.worker.snapshot.exact[HOST].connection_rules
         assert _status(edge, b"/") == b"200"
         assert _status(edge, b"/") == b"200"
@@ -110,5 +106,3 @@ def test_a_decision_kept_for_a_connection_follows_its_verdict() -> None:
             dataclasses.replace(edge.worker.snapshot, version=2, exact={HOST: blocking})
         )
         assert _status(edge, b"/") == b"403"
-    finally:
-        edge.close()

@@ -52,6 +52,12 @@ class Edge:
         self.origin.data_received(RESPONSE)
         assert self.received().startswith(b"HTTP/1.1 200")
 
+    def __enter__(self) -> Edge:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def close(self) -> None:
         # (Origin connects a test started but never ran: cancelled, not left unawaited.)
         tasks = asyncio.all_tasks(self.loop)
@@ -89,32 +95,25 @@ def _headers(size: int, tag: bytes) -> bytes:
 
 
 def test_a_later_request_with_an_oversized_head_in_two_reads_gets_431() -> None:
-    edge = Edge()
-    try:
+    with Edge() as edge:
         edge.first_request()
         edge.send(b"GET /big HTTP/1.1\r\nHost: api.example.com\r\n" + _headers(31000, b"A"))
         edge.send(_headers(31000, b"B") + b"\r\n")
         assert edge.origin_out.take() == b""
         assert edge.received().startswith(b"HTTP/1.1 431")
-    finally:
-        edge.close()
 
 
 def test_a_later_request_with_a_huge_unterminated_header_line_gets_431() -> None:
-    edge = Edge()
-    try:
+    with Edge() as edge:
         edge.first_request()
         edge.send(b"GET /b HTTP/1.1\r\nHost: api.example.com\r\nX-Long: " + b"a" * 200_000)
         assert edge.conn.closing
         assert edge.origin_out.take() == b""
         assert edge.received().startswith(b"HTTP/1.1 431")
-    finally:
-        edge.close()
 
 
 def test_trailers_count_against_the_head_limit() -> None:
-    edge = Edge()
-    try:
+    with Edge() as edge:
         edge.first_request()
         edge.send(b"POST /up HTTP/1.1\r\nHost: api.example.com\r\n"
                   b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n")  # fmt: skip
@@ -123,50 +122,39 @@ def test_trailers_count_against_the_head_limit() -> None:
             edge.send(_headers(16000, b"T%d" % reads))
             reads += 1
         assert edge.conn.closing and reads <= MAX_HEADER_BYTES // 16000 + 1, reads
-    finally:
-        edge.close()
 
 
 def test_a_small_head_pipelined_behind_an_upload_is_not_431() -> None:
-    edge = Edge()
-    try:
+    with Edge() as edge:
         body = b"x" * 20000
         upload = b"POST /a HTTP/1.1\r\nHost: api.example.com\r\nContent-Length: 20000\r\n\r\n"
         edge.send(upload + body + b"GET /b HTTP/1.1\r\nHost: api.example.com\r\n")
         edge.send(_headers(13000, b"B") + b"\r\n")  # the second head: 14 KB in all
         assert not edge.conn.closing, edge.received()[:80]
-    finally:
-        edge.close()
 
 
 def test_requests_behind_one_answered_before_its_body_never_reach_the_origin() -> None:
     # The first is answered (421: another hostname) before its body arrives, so the connection
     # closes; the second, in the same read, must not be started.
-    edge = Edge()
-    try:
+    with Edge() as edge:
         first = b"POST /a HTTP/1.1\r\nHost: other.example.com\r\nContent-Length: 5\r\n\r\nhello"
         second = b"POST /b HTTP/1.1\r\nHost: api.example.com\r\nContent-Length: 0\r\n\r\n"
         edge.send(first + second)
         assert edge.conn.closing
         assert edge.origin_out.take() == b""
         assert edge.received().startswith(b"HTTP/1.1 421")
-    finally:
-        edge.close()
 
 
 def test_an_origin_that_sends_more_than_one_response_is_not_pooled() -> None:
     # A whole response and the start of another in one read: the next request must not get
     # this connection (it would read the stale message as its answer).
-    edge = Edge()
-    try:
+    with Edge() as edge:
         edge.send(HEAD)
         edge.origin_out.take()
         edge.origin.data_received(RESPONSE + b"HTTP/1.1 200 OK\r\nContent-Length: 60\r\n\r\nST")
         assert edge.received().startswith(b"HTTP/1.1 200")
         # Closed (the pool skips closed connections; connection_lost then drops it).
         assert edge.origin.closed
-    finally:
-        edge.close()
 
 
 def test_a_connect_that_fails_after_the_request_was_answered_answers_nothing() -> None:
@@ -216,8 +204,7 @@ def test_a_connect_that_fails_after_the_request_was_answered_answers_nothing() -
 
 def test_a_trailer_line_that_never_ends_is_bounded() -> None:
     # httptools holds a partial trailer line until it ends: it must not grow without limit.
-    edge = Edge()
-    try:
+    with Edge() as edge:
         edge.first_request()
         edge.send(b"POST /up HTTP/1.1\r\nHost: api.example.com\r\n"
                   b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nX-Trailer: ")  # fmt: skip
@@ -226,14 +213,11 @@ def test_a_trailer_line_that_never_ends_is_bounded() -> None:
             edge.send(b"a" * 16000)
             reads += 1
         assert edge.conn.closing and reads <= MAX_HEADER_BYTES // 16000 + 2, reads
-    finally:
-        edge.close()
 
 
 def test_an_upload_in_tiny_chunks_is_not_431() -> None:
     # Chunk framing is many times the data here, but every read delivers body bytes.
-    edge = Edge()
-    try:
+    with Edge() as edge:
         edge.send(b"POST /up HTTP/1.1\r\nHost: api.example.com\r\n"
                   b"Transfer-Encoding: chunked\r\n\r\n")  # fmt: skip
         for _ in range(40):  # 40 reads of 4,000 one-byte chunks: 960 KB of framing
@@ -241,15 +225,12 @@ def test_an_upload_in_tiny_chunks_is_not_431() -> None:
         edge.send(b"0\r\n\r\n")
         assert not edge.conn.closing
         assert edge.origin_out.take().startswith(b"POST /up HTTP/1.1")
-    finally:
-        edge.close()
 
 
 def test_a_malformed_request_behind_one_at_the_origin_is_answered_in_its_turn() -> None:
     # The first request's answer comes first, then the error, then the close: the first
     # request's client never reads the error as its own answer.
-    edge = Edge()
-    try:
+    with Edge() as edge:
         bad = (
             b"GET /b HTTP/1.1\r\nHost: api.example.com\r\n"
             b"Content-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n"
@@ -263,8 +244,6 @@ def test_a_malformed_request_behind_one_at_the_origin_is_answered_in_its_turn() 
         assert out.count(b"HTTP/1.1 400") == 1 and out.index(b"HTTP/1.1 400") > 0, out
         assert edge.conn.closing
         assert edge.origin_out.take() == b""  # the malformed request never reached the origin
-    finally:
-        edge.close()
 
 
 def _small_headers(n: int) -> bytes:
@@ -276,14 +255,11 @@ def test_a_chunked_head_under_the_limit_alone_in_its_read_is_not_431() -> None:
     # 1,900 headers: under 32 KiB counted, over it raw. A chunked request must pass as the same
     # head with Content-Length does (the raw bound inside a body must not count the head).
     for framing in (b"Content-Length: 5\r\n", b"Transfer-Encoding: chunked\r\n"):
-        edge = Edge()
-        try:
+        with Edge() as edge:
             edge.send(b"POST /up HTTP/1.1\r\nHost: api.example.com\r\n" + framing
                       + _small_headers(1900) + b"\r\n")  # fmt: skip
             assert not edge.conn.closing, (framing, edge.received()[:60])
             assert edge.origin_out.take().startswith(b"POST /up HTTP/1.1")
-        finally:
-            edge.close()
 
 
 class _Reading:
@@ -302,8 +278,7 @@ class _Reading:
 
 
 def test_origin_backpressure_does_not_resume_reading_while_an_error_waits() -> None:
-    edge = Edge()
-    try:
+    with Edge() as edge:
         reading = _Reading(edge)
         edge.send(b"POST /a HTTP/1.1\r\nHost: api.example.com\r\nContent-Length: 5\r\n\r\nhello")
         assert edge.origin_out.take().startswith(b"POST /a")
@@ -318,28 +293,22 @@ def test_origin_backpressure_does_not_resume_reading_while_an_error_waits() -> N
         out = edge.received()
         assert out.startswith(b"HTTP/1.1 200") and out.count(b"HTTP/1.1 431") == 1, out[-200:]
         assert edge.origin_out.take() == b"" and edge.conn.closing
-    finally:
-        edge.close()
 
 
 def test_a_waiting_error_is_not_replaced_by_later_bytes() -> None:
-    edge = Edge()
-    try:
+    with Edge() as edge:
         bad = b"GET /b HTTP/1.1\r\nHost: api.example.com\r\nTransfer-Encoding: gzip\r\n\r\n"
         edge.send(HEAD + bad)
         first = edge.conn.rejected
         assert first is not None and first.startswith(b"HTTP/1.1 501")
         edge.send(b"GET /c HTTP/1.1\r\n")
         assert edge.conn.rejected is first
-    finally:
-        edge.close()
 
 
 def test_a_complete_queued_request_is_answered_before_an_error_after_it() -> None:
     # /b is complete and queued behind / when a flood of blank lines draws a 431: both are
     # answered, in order, then the 431.
-    edge = Edge()
-    try:
+    with Edge() as edge:
         edge.send(HEAD + b"GET /b HTTP/1.1\r\nHost: api.example.com\r\n\r\n")
         edge.origin_out.take()
         edge.send(b"\r\n" * 20000)
@@ -354,13 +323,10 @@ def test_a_complete_queued_request_is_answered_before_an_error_after_it() -> Non
         rest = edge.received()
         assert rest.startswith(b"HTTP/1.1 502") and rest.count(b"HTTP/1.1 431") == 1, rest
         assert edge.conn.closing
-    finally:
-        edge.close()
 
 
 def test_a_chunked_upload_in_many_small_reads_is_not_431() -> None:
-    edge = Edge()
-    try:
+    with Edge() as edge:
         edge.send(
             b"POST /up HTTP/1.1\r\nHost: api.example.com\r\nTransfer-Encoding: chunked\r\n\r\n"
         )
@@ -371,15 +337,12 @@ def test_a_chunked_upload_in_many_small_reads_is_not_431() -> None:
         edge.send(b"0\r\n")
         edge.send(b"\r\n")
         assert not edge.conn.closing and edge.conn.current.done
-    finally:
-        edge.close()
 
 
 def test_bytes_after_a_last_request_do_not_replace_its_answer() -> None:
     # A request with Connection: close, then more bytes while it is at the origin (llhttp
     # refuses bytes after a last request): the answer still comes, then the connection closes.
-    edge = Edge()
-    try:
+    with Edge() as edge:
         edge.first_request()
         edge.send(b"GET /c HTTP/1.1\r\nHost: api.example.com\r\nConnection: close\r\n\r\n")
         assert edge.origin_out.take().startswith(b"GET /c")
@@ -390,5 +353,3 @@ def test_bytes_after_a_last_request_do_not_replace_its_answer() -> None:
         answer = edge.received()
         assert answer.startswith(b"HTTP/1.1 200") and answer.count(b"HTTP/1.1") == 1, answer
         assert edge.conn.closing
-    finally:
-        edge.close()

@@ -213,8 +213,7 @@ def test_a_connection_s_heads_are_forwarded_as_sent_when_they_repeat_and_when_th
     from tests.edge.test_request_garbage import RESPONSE
     from tests.edge.test_request_limits import Edge
 
-    edge = Edge()
-    try:
+    with Edge() as edge:
         one = b"GET /1 HTTP/1.1\r\nHost: api.example.com\r\nX-A: a\r\n\r\n"
         two = b"GET /2 HTTP/1.1\r\nHost: api.example.com\r\nX-B: b\r\n\r\n"
         spoof = b"GET /3 HTTP/1.1\r\nHost: api.example.com\r\ncf-cert-verified: true\r\n\r\n"
@@ -236,34 +235,26 @@ def test_a_connection_s_heads_are_forwarded_as_sent_when_they_repeat_and_when_th
                 assert has in sent, sent
             edge.origin.data_received(RESPONSE)
             assert edge.received().startswith(b"HTTP/1.1 200")
-    finally:
-        edge.close()
 
 
 def test_a_long_target_alone_in_its_read_gets_431_as_through_httptools() -> None:
     from tests.edge.test_request_limits import Edge
 
-    edge = Edge()
-    try:
+    with Edge() as edge:
         edge.first_request()
         edge.send(b"GET /" + b"a" * 40000 + b" HTTP/1.1\r\nHost: api.example.com\r\n\r\n")
         assert edge.origin_out.take() == b""
         assert edge.received().startswith(b"HTTP/1.1 431")
-    finally:
-        edge.close()
 
 
 def test_proxy_connection_close_ends_the_connection_as_through_httptools() -> None:
     from tests.edge.test_request_garbage import RESPONSE
     from tests.edge.test_request_limits import Edge
 
-    edge = Edge()
-    try:
+    with Edge() as edge:
         edge.first_request()
         edge.send(b"GET /p HTTP/1.1\r\nHost: api.example.com\r\nProxy-Connection: close\r\n\r\n")
         assert edge.origin_out.take().startswith(b"GET /p")
         edge.origin.data_received(RESPONSE)
         assert edge.received().startswith(b"HTTP/1.1 200")
         assert edge.conn.closing
-    finally:
-        edge.close()

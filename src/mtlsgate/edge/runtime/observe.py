@@ -111,9 +111,7 @@ class Observer:
         # The host is the configuration's (never the client's SNI or Host header): the
         # profile the request was judged by (the connection's in the current snapshot when its
         # rules were decided per connection; the handshake's when there was none).
-        host = (
-            facts.profile if facts is not None else conn._profile or conn.state.profile
-        ).hostname
+        host = (facts.profile if facts is not None else conn.profile or conn.state.profile).hostname
         key = (
             host, conn.peer, req.method, req.url, req.status, ident[1], ident[2], req.rule_id,
             req.action or "forward", ident[3],

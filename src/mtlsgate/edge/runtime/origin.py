@@ -142,14 +142,7 @@ class OriginConnection(asyncio.Protocol):
                         elif client_req.version == "1.0":
                             data = data.replace(b"\r\n\r\n", _KEEP_ALIVE, 1)
                         client.out.append(data)
-                    # _complete's work, inline (the per-request path).
-                    self.request = None
-                    client_req.origin_seconds = time.monotonic() - req.sent_at
-                    client.finish(client_req)
-                    if req.ended and not self.closed:
-                        self.pool.release(self)
-                    else:
-                        self.close()
+                    self._complete(req, keep_alive=True)
                     client.flush()
                     return
         # The origin timeout runs between reads, as nginx's proxy_read_timeout: a long response

@@ -235,7 +235,6 @@ class ClientConnection(asyncio.Protocol):
         "_facts",
         "_fingerprint",
         "_paused_origin",
-        "_profile",
         "_snapshot",
         "active",
         "body_seen",
@@ -256,6 +255,7 @@ class ClientConnection(asyncio.Protocol):
         "out",
         "parser",
         "peer",
+        "profile",
         "queue",
         "rejected",
         "session",
@@ -288,8 +288,10 @@ class ClientConnection(asyncio.Protocol):
         self._fingerprint: str | None = None
         self._anchor: bytes | None = None
         self._paused_origin: Any = None  # the origin connection pause_writing() stopped
-        self._snapshot: Snapshot | None = None  # the snapshot _profile was looked up in
-        self._profile: HostProfile | None = None
+        # The connection's profile in the current snapshot, as its last request looked it up
+        # (observe.py names it in log lines), and the snapshot it was looked up in.
+        self.profile: HostProfile | None = None
+        self._snapshot: Snapshot | None = None
         self.peer = ""  # the client's address as text
         self.header_bytes = 0
         self.body_seen = 0  # request body bytes parsed on this connection (see data_received)
@@ -300,7 +302,7 @@ class ClientConnection(asyncio.Protocol):
         self.out: list[bytes] = []  # plaintext to encrypt and send at the end of this event
         # The header fields of the last head taken by _simple, raw and parsed.
         self.fields_raw = b""
-        self.fields_parsed: Fields | None = None
+        self.fields_parsed: Fields = _NO_FIELDS
         self.log_ident: tuple[Verdict | None, str, str, str] | None = None  # see observe.py
         self.cert_block: bytes | None = None
         self.cert_block_version = -1
@@ -486,14 +488,12 @@ class ClientConnection(asyncio.Protocol):
         if line is None:
             return False
         fields = plain[line.end() :]
-        if fields == self.fields_raw:
-            parsed = self.fields_parsed
-        else:
+        if fields != self.fields_raw:
             parsed = parse_fields(fields)
             if parsed is None:
                 return False
             self.fields_raw, self.fields_parsed = fields, parsed
-        headers, host, connection = parsed  # type: ignore[misc]
+        headers, host, connection = self.fields_parsed
         method, url, minor = line.groups()
         if minor == b"1":
             if not host or connection == b"close":
@@ -613,14 +613,14 @@ class ClientConnection(asyncio.Protocol):
             self.peer = peer[0] if peer else "0.0.0.0"
         snapshot = self.worker.snapshot
         if snapshot is self._snapshot:
-            profile = self._profile
+            profile = self.profile
         else:
             # The profile is looked up again in the current snapshot: a change made while the
             # connection is open applies to its next request.
             state = self.state
             assert state.profile is not None
             profile = snapshot.lookup(state.sni or state.profile.hostname)
-            self._snapshot, self._profile = snapshot, profile
+            self._snapshot, self.profile = snapshot, profile
         if profile is None:
             self._respond(req, simple_response(421, b"this hostname is no longer served\n"))
             return
@@ -838,10 +838,11 @@ class ClientConnection(asyncio.Protocol):
             # (Bodiless: no chunked trailers will be added to this request's headers.)
             tail = self.fwd_tail
             if headers is not tail[0] or cert is not tail[1]:
-                if cert is not tail[1] or headers != tail[0]:
-                    forwarded = self._forwarded(headers, None)
-                    tail = (headers, cert, b"".join((forwarded, cert, b"\r\n")))
-                self.fwd_tail = tail = (headers, cert, tail[2])
+                if cert is tail[1] and headers == tail[0]:
+                    block = tail[2]
+                else:
+                    block = b"".join((self._forwarded(headers, None), cert, b"\r\n"))
+                tail = self.fwd_tail = (headers, cert, block)
             return b"".join((*line, ray, tail[2]))
         out = [*line, ray, self._forwarded(headers, ops), cert]
         if profile.client_cert_forwarding:
@@ -1028,6 +1029,7 @@ _NO_REQUEST.done = True  # (between requests: nothing of a head pending)
 _NO_PARSER = cast(httptools.HttpRequestParser, None)
 _UNDECIDED = (None, None, (-1, -1))
 _NO_TAIL = (None, None, b"")
+_NO_FIELDS: Fields = ([], b"", b"")
 
 
 class _Reject(Exception):

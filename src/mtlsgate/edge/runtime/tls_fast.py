@@ -155,15 +155,7 @@ class FastSession:
                 _ERR_clear_error()
                 self.eof = True
                 return b""
-        # drain()'s common case inline: the records fit in one read of the BIO.
-        n = _BIO_read(self.wbio, _WBUF, WRITE_SIZE)
-        if 0 < n < WRITE_SIZE:
-            out: bytes = _unpack(_WBUF, n)
-            return out
-        if n <= 0:
-            return b""
-        first: bytes = _unpack(_WBUF, n)
-        return first + self.drain()  # (more than WRITE_SIZE: a large response)
+        return self.drain()
 
     def drain(self) -> bytes:
         n = _BIO_read(self.wbio, _WBUF, WRITE_SIZE)
