@@ -11,6 +11,7 @@ from typing import Any
 import httptools
 import pytest
 
+from mtlsgate.edge.runtime import origin as origin_module
 from mtlsgate.edge.runtime.origin import OriginConnection
 
 
@@ -110,6 +111,59 @@ def test_a_simple_response_is_relayed_with_the_client_connection_header(
     assert origin.parser.fed == [] and origin.request is None  # type: ignore[attr-defined]
 
 
+# What origins send on keep-alive connections (nginx; Apache and Node.js add Keep-Alive).
+KEEP_ALIVE_HEADS = [
+    b"HTTP/1.1 200 OK\r\nServer: nginx\r\nDate: Fri, 27 Nov 2026 16:00:00 GMT\r\n"
+    b"Content-Type: application/json\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\nhi",
+    b"HTTP/1.1 200 OK\r\nconnection:Keep-Alive \r\nKeep-Alive: timeout=5, max=100\r\n"
+    b"Content-Length: 2\r\n\r\nhi",
+    b"HTTP/1.1 404 Not Found\r\nKeep-Alive: timeout=5\r\nContent-Length: 2\r\nX-A: b\r\n\r\nhi",
+]
+
+
+def _parsed_path_answer(response: bytes, version: str, keep_alive: bool) -> list[bytes]:
+    """What the client gets when httptools reads `response` (the fast path switched off)."""
+    origin, req = _origin(), _Req(version, keep_alive)
+    origin.parser = httptools.HttpResponseParser(origin)
+    origin.reason, origin.headers = b"", []
+    origin.chunk_out = origin.until_close = origin.interim = False
+    origin.request = req  # type: ignore[assignment]
+    judge = origin_module._judge_head
+    origin_module._judge_head = lambda head: ()
+    origin_module._SIMPLE_HEADS.clear()
+    try:
+        origin.data_received(response)
+    finally:
+        origin_module._judge_head = judge
+        origin_module._SIMPLE_HEADS.clear()
+    assert req.client.finished == [req.client_req]
+    return [b"".join(req.client.out)]
+
+
+@pytest.mark.parametrize("response", KEEP_ALIVE_HEADS)
+@pytest.mark.parametrize(
+    ("version", "keep_alive"), [("1.1", True), ("1.0", True), ("1.1", False), ("1.0", False)]
+)
+def test_an_origin_keep_alive_head_is_relayed_with_the_client_side_connection_header(
+    response: bytes, version: str, keep_alive: bool
+) -> None:
+    # The origin's Connection: keep-alive and Keep-Alive lines describe its own hop: the client
+    # gets the edge's Connection header in their place, as the parsed path writes it, without
+    # httptools (most real origins send these lines; before, all of them went to httptools).
+    expected = _parsed_path_answer(response, version, keep_alive)
+    origin, req = _origin(), _Req(version, keep_alive)
+    origin.request = req  # type: ignore[assignment]
+    origin.data_received(response)
+    assert origin.parser.fed == []  # type: ignore[attr-defined]
+    assert req.client.out == expected
+    out = expected[0].lower()
+    assert b"keep-alive:" not in out and out.count(b"\r\nconnection:") == (
+        version == "1.0" or not keep_alive
+    )
+    assert req.client_req.status == int(response[9:12]) and req.client.finished == [req.client_req]
+    assert origin.pool.released == [origin]  # type: ignore[attr-defined]
+
+
 @pytest.mark.parametrize(
     "response",
     [
@@ -123,7 +177,11 @@ def test_a_simple_response_is_relayed_with_the_client_connection_header(
         b"HTTP/1.1 200 OK\r\n\r\nhi",  # delimited by close
         # hop-by-hop headers belong to each hop
         b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nhi",
-        b"HTTP/1.1 200 OK\r\nKeep-Alive: timeout=5\r\nContent-Length: 2\r\n\r\nhi",
+        b"HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Hop\r\nContent-Length: 2\r\n\r\nhi",
+        b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nConnection: close\r\n"
+        b"Content-Length: 2\r\n\r\nhi",
+        b"HTTP/1.1 200 OK\r\nKeep-Alive: timeout=5\r\nProxy-Connection: x\r\n"
+        b"Content-Length: 2\r\n\r\nhi",
         b"HTTP/1.1 200 OK\r\nUPGRADE: h2c\r\nContent-Length: 2\r\n\r\nhi",
         # shapes that could split or confuse the client's head
         b"HTTP/1.1 200 OK\r\nX: a\nY: b\r\nContent-Length: 2\r\n\r\nhi",

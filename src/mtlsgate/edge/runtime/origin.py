@@ -47,18 +47,28 @@ _HOP_BY_HOP_LINE = re.compile(
     rb"\r\n(?:connection|keep-alive|proxy-connection|transfer-encoding|te|trailer|upgrade)[ \t]*:",
     re.IGNORECASE,
 )
+# The hop-by-hop lines most origins send on a keep-alive connection (nginx, Apache, Node.js:
+# `Connection: keep-alive`, often with `Keep-Alive: timeout=5`): the fast path drops them and
+# writes the client side's own, as the parsed path does. Any other hop-by-hop line (close, a
+# token list naming headers to drop, Transfer-Encoding...) still goes to httptools.
+_KEEP_ALIVE_LINES = re.compile(
+    rb"\r\n(?:connection[ \t]*:[ \t]*keep-alive[ \t]*|keep-alive[ \t]*:[^\r\n]*)(?=\r\n|$)",
+    re.IGNORECASE,
+)
 _CONTENT_LENGTH = re.compile(rb"\r\ncontent-length:([^\r\n]*)", re.IGNORECASE)
 _NO_BODY = (b"204", b"304")
 
 
-_CLOSE = b"\r\nConnection: close\r\n\r\n"
-_KEEP_ALIVE = b"\r\nConnection: keep-alive\r\n\r\n"
-_SIMPLE_HEADS: dict[bytes, tuple[int, int] | tuple[()]] = {}
+# A relayable head's verdict: (status, Content-Length, and the head the client gets when it is
+# HTTP/1.1 keep-alive, HTTP/1.0 keep-alive, or its last request), each head None when it is the
+# origin's unchanged; () when the response needs httptools.
+SimpleHead = tuple[int, int, bytes | None, bytes | None, bytes] | tuple[()]
+_SIMPLE_HEADS: dict[bytes, SimpleHead] = {}
 _SIMPLE_HEADS_MAX = 256
 _CACHED_HEAD_MAX = 2048
 
 
-def _remember_head(head: bytes) -> tuple[int, int] | tuple[()]:
+def _remember_head(head: bytes) -> SimpleHead:
     """_judge_head's verdict, remembered for the next response with the same head."""
     simple = _judge_head(head)
     if len(head) <= _CACHED_HEAD_MAX:  # (bounds the cache's memory)
@@ -68,21 +78,31 @@ def _remember_head(head: bytes) -> tuple[int, int] | tuple[()]:
     return simple
 
 
-def _judge_head(head: bytes) -> tuple[int, int] | tuple[()]:
-    """(status, Content-Length) when a response head (without its blank line) may be relayed
-    as it is; () when it needs httptools. One pass each: the head's shape (status line, token
-    names, no bare CR or LF, no NUL, no obs-fold), no hop-by-hop header, exactly one
-    Content-Length, a status that carries a body."""
-    if _SIMPLE_HEAD.fullmatch(head) is None or _HOP_BY_HOP_LINE.search(head) is not None:
+def _judge_head(head: bytes) -> SimpleHead:
+    """The verdict on a response head (without its blank line): relayable as it is, apart from
+    its keep-alive lines, or () when it needs httptools. One pass each: the head's shape
+    (status line, token names, no bare CR or LF, no NUL, no obs-fold), no other hop-by-hop
+    header, exactly one Content-Length, a status that carries a body."""
+    if _SIMPLE_HEAD.fullmatch(head) is None:
         return ()
-    lengths = _CONTENT_LENGTH.findall(head)
+    base = _KEEP_ALIVE_LINES.sub(b"", head)
+    if _HOP_BY_HOP_LINE.search(base) is not None:
+        return ()
+    lengths = _CONTENT_LENGTH.findall(base)
     if len(lengths) != 1:
         return ()
     length = lengths[0].strip(b" \t")
-    code = head[9:12]
+    code = base[9:12]
     if not length.isdigit() or len(length) > 18 or code in _NO_BODY:
         return ()
-    return int(code), int(length)
+    http10 = base + b"\r\nConnection: keep-alive"
+    return (
+        int(code),
+        int(length),
+        None if base == head else base,
+        None if http10 == head else http10,
+        base + b"\r\nConnection: close",
+    )
 
 
 class OriginConnection(asyncio.Protocol):
@@ -135,12 +155,14 @@ class OriginConnection(asyncio.Protocol):
                     client_req = req.client_req
                     client_req.status = simple[0]
                     if not client.closing:
-                        # The head's blank line is its first; the client's Connection header
-                        # goes before it (HTTP/1.1 keep-alive needs none: the bytes as they are).
+                        # The client side's Connection header, in place of the origin's.
                         if not client_req.keep_alive:
-                            data = data.replace(b"\r\n\r\n", _CLOSE, 1)
+                            data = simple[4] + data[end:]
                         elif client_req.version == "1.0":
-                            data = data.replace(b"\r\n\r\n", _KEEP_ALIVE, 1)
+                            if simple[3] is not None:
+                                data = simple[3] + data[end:]
+                        elif simple[2] is not None:
+                            data = simple[2] + data[end:]
                         client.out.append(data)
                     self._complete(req, keep_alive=True)
                     client.flush()
