@@ -110,11 +110,11 @@ def simple_response(
 
 class Request:
     """One parsed request on a client connection. Most attributes keep their class-level
-    default for most requests, so creating one sets only three."""
+    default for most requests, so creating one sets only five."""
 
-    method: bytes = b""
+    method: bytes
     version: str = "1.1"
-    host: bytes = b""
+    host: bytes
     keep_alive: bool = True
     chunked: bool = False
     content_length: bytes | None = None
@@ -129,10 +129,19 @@ class Request:
     action = ""
     origin_seconds: float | None = None
 
-    def __init__(self, started: float) -> None:
-        self.url = b""
-        self.headers: list[tuple[bytes, bytes]] = []
+    def __init__(
+        self,
+        started: float,
+        url: bytes = b"",
+        headers: list[tuple[bytes, bytes]] | None = None,
+        host: bytes = b"",
+        method: bytes = b"",
+    ) -> None:
         self.started = started
+        self.url = url
+        self.headers: list[tuple[bytes, bytes]] = [] if headers is None else headers
+        self.host = host
+        self.method = method
 
 
 def _ray_headers(start: int) -> Iterator[bytes]:
@@ -249,6 +258,8 @@ class ClientConnection(asyncio.Protocol):
         "fwd_tail",
         "handshaken",
         "head_raw",
+        "head_read",
+        "head_seen",
         "header_bytes",
         "in_head",
         "log_ident",
@@ -303,6 +314,9 @@ class ClientConnection(asyncio.Protocol):
         # The header fields of the last head taken by _simple, raw and parsed.
         self.fields_raw = b""
         self.fields_parsed: Fields = _NO_FIELDS
+        # The last simple head whole, and what it was read as: see _simple.
+        self.head_seen = b""
+        self.head_read: tuple[bytes, bytes, bytes, list[tuple[bytes, bytes]], bytes, bytes]
         self.log_ident: tuple[Verdict | None, str, str, str] | None = None  # see observe.py
         self.cert_block: bytes | None = None
         self.cert_block_version = -1
@@ -482,28 +496,35 @@ class ClientConnection(asyncio.Protocol):
         """A whole keep-alive request head of the common shape, alone in its read, is taken
         here without httptools (simple_head.py); False: httptools reads `plain` as usual.
         (Called only between requests, with nothing of another head pending.)"""
-        if plain[-4:] != b"\r\n\r\n":
-            return False
-        line = REQUEST_LINE.match(plain)
-        if line is None:
-            return False
-        fields = plain[line.end() :]
-        if fields != self.fields_raw:
-            parsed = parse_fields(fields)
-            if parsed is None:
+        if plain == self.head_seen:
+            # The same head as the connection's last simple one (a client polling, a load
+            # generator, a health check): read as it was.
+            method, url, minor, headers, host, connection = self.head_read
+        else:
+            if plain[-4:] != b"\r\n\r\n":
                 return False
-            self.fields_raw, self.fields_parsed = fields, parsed
-        headers, host, connection = self.fields_parsed
-        method, url, minor = line.groups()
+            line = REQUEST_LINE.match(plain)
+            if line is None:
+                return False
+            fields = plain[line.end() :]
+            if fields != self.fields_raw:
+                parsed = parse_fields(fields)
+                if parsed is None:
+                    return False
+                self.fields_raw, self.fields_parsed = fields, parsed
+            headers, host, connection = self.fields_parsed
+            method, url, minor = line.groups()
+            self.head_seen = plain
+            self.head_read = (method, url, minor, headers, host, connection)
         if minor == b"1":
             if not host or connection == b"close":
                 return False  # (a 400, or a last request: the parser's, as before)
         elif connection != b"keep-alive":
             return False
-        req = self.current = Request(time.monotonic())
         # (The fields list is shared by the connection's requests with this head: never
         # changed after parsing, as only a chunked body's trailers would add to it.)
-        req.url, req.headers, req.host, req.method, req.done = url, headers, host, method, True
+        req = self.current = Request(time.monotonic(), url, headers, host, method)
+        req.done = True
         if minor == b"0":
             req.version = "1.0"
         self._start(req)
