@@ -6,6 +6,43 @@ API answers with. Codes we chose ourselves are listed in docs/api.md.
 
 from __future__ import annotations
 
+# How much of a client's value an error message shows (see quote()).
+QUOTE_LIMIT = 100
+
+
+def quote(value: object, limit: int = QUOTE_LIMIT) -> str:
+    """`repr(value)` for an error message, bounded: a string of at most `limit` characters is
+    quoted exactly as repr() quotes it; a longer one shows its beginning (about `limit`
+    characters of repr, escapes included), an ellipsis inside the quotes and its length, as in
+    `'aaaa…' (1048576 characters)`. Any other value longer than `limit` characters as repr()
+    prints it is cut there and ends in an ellipsis."""
+    if not isinstance(value, str):
+        shown = repr(value)
+        return shown if len(shown) <= limit else shown[:limit] + "…"
+    if len(value) <= limit:
+        return repr(value)
+    head = repr(value[: _head_length(value, limit)])
+    return f"{head[:-1]}…{head[-1]} ({len(value)} characters)"
+
+
+def shorten(text: str, limit: int = QUOTE_LIMIT) -> str:
+    """A client's text shown as is (unquoted) in an error message, bounded like quote():
+    unchanged up to `limit` characters, else its beginning, an ellipsis and its length."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… ({len(text)} characters)"
+
+
+def _head_length(text: str, limit: int) -> int:
+    """How many leading characters of `text` repr() shows in about `limit` characters (a
+    control character takes 4 to 10 as an escape)."""
+    width = 0
+    for i, ch in enumerate(text[:limit]):
+        width += len(repr(ch)) - 2
+        if width > limit:
+            return max(i, 1)
+    return min(len(text), limit)
+
 
 class MtlsgateError(Exception):
     """Root of every error mtlsgate raises on purpose."""

@@ -35,6 +35,7 @@ from mtlsgate.api.routes import (
     rulesets,
     zone_settings,
 )
+from mtlsgate.errors import shorten
 from mtlsgate.services.explain import ExplainLoader
 from mtlsgate.store.db import Store
 from mtlsgate.store.keystore import KeyStore
@@ -120,7 +121,7 @@ class BodyLimit:
                 item = {
                     "code": INVALID_BODY,
                     "source": {"pointer": pointer},
-                    "message": f"{pointer or 'the body'}: text must not contain {what}",
+                    "message": f"{shorten(pointer) or 'the body'}: text must not contain {what}",
                 }
                 await error_response(400, [item])(scope, receive, send)  # fmt: skip
                 return

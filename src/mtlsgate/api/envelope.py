@@ -11,7 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from mtlsgate.errors import MtlsgateError
+from mtlsgate.errors import MtlsgateError, quote, shorten
 from mtlsgate.services.common import Page
 
 log = logging.getLogger("mtlsgate.api")
@@ -128,11 +128,11 @@ def _validation_message(err: dict[str, Any]) -> tuple[str, str | None]:
     if kind == "missing":
         return f"{field} is required", "/" + "/".join(loc)
     if kind == "extra_forbidden":
-        return f"unknown field {field!r}", "/" + "/".join(loc)
+        return f"unknown field {quote(field)}", "/" + "/".join(loc)
     if kind in ("model_attributes_type", "dict_type", "model_type") and not field:
         return "The request body must be a JSON object", None
     msg = str(err.get("msg", "is invalid"))
-    return (f"{field}: {msg}" if field else msg), ("/" + "/".join(loc) if loc else None)
+    return (f"{shorten(field)}: {msg}" if field else msg), ("/" + "/".join(loc) if loc else None)
 
 
 def install_error_handlers(app: FastAPI) -> None:

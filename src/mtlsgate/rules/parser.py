@@ -8,6 +8,7 @@ import re
 
 import re2
 
+from mtlsgate.errors import QUOTE_LIMIT, quote, shorten
 from mtlsgate.rules import ast
 from mtlsgate.rules.errors import RulesError
 from mtlsgate.rules.functions import FUNCTIONS, MAY_MISS, SignatureError
@@ -266,6 +267,8 @@ class _Parser:
                 detail = exc.args[0] if exc.args else ""
                 if isinstance(detail, bytes):
                     detail = detail.decode("utf-8", "replace")
+                # (RE2's reason quotes the rest of the pattern from the fault on.)
+                detail = shorten(detail, 2 * QUOTE_LIMIT)
                 raise c.error(f"invalid regular expression: {detail}", start, c.pos) from None
             return ast.Lit(s[0], STRING, (start, c.pos), raw=s[1])
         if op in ("wildcard", "strict_wildcard"):
@@ -319,7 +322,7 @@ class _Parser:
         try:
             return ipaddress.ip_address(text)
         except ValueError:
-            raise self.c.error(f"invalid IP address {text!r}", at, at + len(text)) from None
+            raise self.c.error(f"invalid IP address {quote(text)}", at, at + len(text)) from None
 
     def set_item(self, t: Type) -> object:
         c = self.c
@@ -350,7 +353,7 @@ class _Parser:
                 try:
                     return ipaddress.ip_network(text, strict=False)
                 except ValueError:
-                    raise c.error(f"invalid CIDR {text!r}", at, c.pos) from None
+                    raise c.error(f"invalid CIDR {quote(text)}", at, c.pos) from None
             return self.ip(text, at)
         raise c.error(f"cannot use a set with type {t}", start)
 
@@ -421,7 +424,7 @@ class _Parser:
         c = self.c
         fn = FUNCTIONS.get(name)
         if fn is None:
-            raise c.error(f"unknown function {name}", at, at + len(name))
+            raise c.error(f"unknown function {shorten(name)}", at, at + len(name))
         self.enter(at)
         c.expect("(")
         args: list[ast.Expr] = []

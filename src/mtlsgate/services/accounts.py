@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from mtlsgate.errors import BadRequest, Forbidden, NotFound
+from mtlsgate.errors import BadRequest, Forbidden, NotFound, quote
 from mtlsgate.hostnames import normalize_hostname
 from mtlsgate.pki.managed_ca import generate_managed_ca
 from mtlsgate.services.common import hex_id, utcnow, uuid_id
@@ -83,7 +83,7 @@ def _add_zones(session: Session, account: Account, zone_names: Sequence[str]) ->
     for raw in zone_names:
         name = normalize_hostname(raw)
         if name.startswith("*."):
-            raise BadRequest(f"a zone name cannot be a wildcard: {raw!r}")
+            raise BadRequest(f"a zone name cannot be a wildcard: {quote(raw)}")
         zone = session.scalar(select(Zone).where(Zone.name == name))
         if zone is None:
             zone = Zone(id=hex_id(), account_id=account.id, name=name, created_on=utcnow())
@@ -134,7 +134,7 @@ def resolve_zone(session: Session, name_or_id: str) -> Zone:
         select(Zone).where(Zone.name == name_or_id.strip().rstrip(".").lower())
     )
     if zone is None:
-        raise NotFound(f"no zone named or with id {name_or_id!r}")
+        raise NotFound(f"no zone named or with id {quote(name_or_id)}")
     return zone
 
 

@@ -16,7 +16,7 @@ from sqlalchemy import and_, func, select, update
 from sqlalchemy.orm import Session
 
 from mtlsgate.edge.liveness import RUNNING_WINDOW
-from mtlsgate.errors import BadRequest, NotFound
+from mtlsgate.errors import BadRequest, NotFound, quote
 from mtlsgate.pki.managed_ca import check_validity_days, parse_csr, sign_client_certificate
 from mtlsgate.services.accounts import active_managed_ca, visible_zone
 from mtlsgate.services.common import Page, hex_id, paginate
@@ -155,7 +155,8 @@ def list_certificates(
     principal.require(ZONE_SSL_READ, account_id=zone.account_id, zone_id=zone.id)
     if status not in (None, "all", *STATUSES):
         raise BadRequest(
-            f"status must be one of all, {', '.join(STATUSES)}; got {status!r}", pointer="status"
+            f"status must be one of all, {', '.join(STATUSES)}; got {quote(status)}",
+            pointer="status",
         )
     if not MIN_PER_PAGE <= per_page <= MAX_PER_PAGE:
         raise BadRequest(

@@ -15,7 +15,7 @@ from cryptography import x509
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from mtlsgate.errors import BadRequest, NotFound
+from mtlsgate.errors import BadRequest, NotFound, quote
 from mtlsgate.pki.crl import CrlError, ParsedCrl, check_replacement, distribution_points, is_stale
 from mtlsgate.pki.crl import parse_crl as parse_crl_pure
 from mtlsgate.services.accounts import visible_account
@@ -206,7 +206,8 @@ def update_settings(
     if stale_policy is not None:
         if stale_policy not in STALE_POLICIES:
             raise BadRequest(
-                f"stale_policy must be one of {', '.join(STALE_POLICIES)}; got {stale_policy!r}"
+                f"stale_policy must be one of {', '.join(STALE_POLICIES)}; "
+                f"got {quote(stale_policy)}"
             )
         setting.stale_policy = stale_policy
     if clear_fetch_url:
@@ -238,7 +239,9 @@ def check_fetch_url(url: str) -> str:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError on a bad port
     except ValueError:
-        raise BadRequest(f"fetch_url is not a valid URL: {url!r}", code=CRL_FETCH_URL) from None
+        raise BadRequest(
+            f"fetch_url is not a valid URL: {quote(url)}", code=CRL_FETCH_URL
+        ) from None
     if parts.scheme.lower() != "http" or not parts.hostname:
         raise BadRequest(
             "fetch_url must be an http:// URL (CRLs are signed and published over plain HTTP)",

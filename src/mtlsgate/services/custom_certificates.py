@@ -17,7 +17,14 @@ from cryptography.x509.oid import NameOID
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from mtlsgate.errors import WARN_EXPIRED, BadRequest, MtlsgateError, NotFound, UploadError
+from mtlsgate.errors import (
+    WARN_EXPIRED,
+    BadRequest,
+    MtlsgateError,
+    NotFound,
+    UploadError,
+    quote,
+)
 from mtlsgate.hostnames import HOSTNAME_NOT_IN_ZONE, in_zone, normalize_hostname
 from mtlsgate.pki.inspect import InspectedUpload, UploadWarning, inspect_upload
 from mtlsgate.services.accounts import visible_zone
@@ -59,17 +66,17 @@ def _check_options(options: Options) -> None:
     if options.bundle_method is not None and options.bundle_method not in BUNDLE_METHODS:
         raise BadRequest(
             f"bundle_method must be one of {', '.join(BUNDLE_METHODS)}, "
-            f"got {options.bundle_method!r}",
+            f"got {quote(options.bundle_method)}",
             pointer="/bundle_method",
         )
     if options.type is not None and options.type not in TYPES:
         raise BadRequest(
-            f"type must be one of {', '.join(TYPES)}, got {options.type!r}", pointer="/type"
+            f"type must be one of {', '.join(TYPES)}, got {quote(options.type)}", pointer="/type"
         )
     if options.geo_restrictions is not None and options.geo_restrictions not in GEO_LABELS:
         raise BadRequest(
             f"geo_restrictions.label must be one of {', '.join(GEO_LABELS)}, "
-            f"got {options.geo_restrictions!r}",
+            f"got {quote(options.geo_restrictions)}",
             pointer="/geo_restrictions/label",
         )
 

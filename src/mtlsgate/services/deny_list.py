@@ -13,7 +13,7 @@ import re
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from mtlsgate.errors import BadRequest, Conflict, NotFound, QuotaExceeded
+from mtlsgate.errors import BadRequest, Conflict, NotFound, QuotaExceeded, quote
 from mtlsgate.pki.crl import serial_hex
 from mtlsgate.services.accounts import visible_account
 from mtlsgate.services.common import hex_id, utcnow
@@ -39,7 +39,7 @@ def normalize_serial(value: str) -> str:
     if not _SERIAL.fullmatch(v) or len(v.replace(":", "")) > 42:
         raise BadRequest(
             "serial_number must be the certificate's serial in hex (as `openssl x509 -noout "
-            f"-serial` prints it, at most 21 bytes, ':' separators allowed); got {value!r}",
+            f"-serial` prints it, at most 21 bytes, ':' separators allowed); got {quote(value)}",
             code=DENY_LIST_INVALID,
         )
     return serial_hex(int(v.replace(":", ""), 16))
@@ -50,7 +50,7 @@ def normalize_fingerprint(value: str) -> str:
     if not _FINGERPRINT.fullmatch(v):
         raise BadRequest(
             "fingerprint_sha256 must be the certificate's SHA-256 fingerprint: 64 hex digits "
-            f"(':' separators allowed); got {value!r}",
+            f"(':' separators allowed); got {quote(value)}",
             code=DENY_LIST_INVALID,
         )
     return v.replace(":", "")

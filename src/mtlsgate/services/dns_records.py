@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from mtlsgate.errors import BadRequest, NotFound
+from mtlsgate.errors import BadRequest, NotFound, quote
 from mtlsgate.hostnames import HOSTNAME_NOT_IN_ZONE, in_zone, normalize_hostname
 from mtlsgate.services.accounts import visible_zone
 from mtlsgate.services.common import hex_id
@@ -81,7 +81,7 @@ def _content(record_type: str, raw: str, name: str) -> str:
             return str(ipaddress.IPv4Address(value))
         except ValueError:
             raise BadRequest(
-                f"content for an A record must be an IPv4 address, got {raw!r}",
+                f"content for an A record must be an IPv4 address, got {quote(raw)}",
                 code=INVALID_CONTENT,
                 pointer="/content",
             ) from None
@@ -90,7 +90,7 @@ def _content(record_type: str, raw: str, name: str) -> str:
             return str(ipaddress.IPv6Address(value))
         except ValueError:
             raise BadRequest(
-                f"content for an AAAA record must be an IPv6 address, got {raw!r}",
+                f"content for an AAAA record must be an IPv6 address, got {quote(raw)}",
                 code=INVALID_CONTENT,
                 pointer="/content",
             ) from None
@@ -160,7 +160,7 @@ def validate(zone: Zone, raw: dict[str, Any]) -> RecordFields:
     record_type = str(raw["type"]).strip().upper()
     if record_type not in RECORD_TYPES:
         raise BadRequest(
-            f"mtlsgate serves only A, AAAA and CNAME records; got type {raw['type']!r}",
+            f"mtlsgate serves only A, AAAA and CNAME records; got type {quote(raw['type'])}",
             code=UNSUPPORTED_TYPE,
             pointer="/type",
         )

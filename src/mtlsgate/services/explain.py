@@ -30,7 +30,7 @@ from mtlsgate.edge.facts import RequestFacts
 from mtlsgate.edge.probe import ChainRefused, ProbeError, ProbeResult, probe
 from mtlsgate.edge.snapshot import HostProfile
 from mtlsgate.edge.tls import ServerIdentity
-from mtlsgate.errors import BadRequest, Conflict, MtlsgateError
+from mtlsgate.errors import BadRequest, Conflict, MtlsgateError, quote, shorten
 from mtlsgate.hostnames import HOSTNAME_NOT_IN_ZONE, in_zone, normalize_hostname
 from mtlsgate.pki import names
 from mtlsgate.pki.client_auth import FIELD_NAMES, ClientCertFacts, Verdict
@@ -127,7 +127,7 @@ def parse_certificates(value: object) -> tuple[x509.Certificate, ...]:
                 else "only CERTIFICATE blocks are accepted"
             )
             raise BadRequest(
-                f"PEM block {position} in certificates is a {label} block: {hint}",
+                f"PEM block {position} in certificates is a {shorten(label)} block: {hint}",
                 code=EXPLAIN_BAD_CERTIFICATES,
                 pointer="/certificates",
             )
@@ -155,7 +155,8 @@ def _parse_path(value: object) -> str:
     if not isinstance(value, str) or not _PATH.fullmatch(value) or len(value) > MAX_PATH:
         raise BadRequest(
             f"path must be a request path starting with / (query allowed), at most {MAX_PATH} "
-            f"printable ASCII characters without spaces (percent-encode others), got {value!r}",
+            "printable ASCII characters without spaces (percent-encode others), "
+            f"got {quote(value)}",
             code=EXPLAIN_BAD_PATH,
             pointer="/path",
         )
@@ -167,7 +168,7 @@ def _parse_method(value: object) -> str:
         return "GET"
     if not isinstance(value, str) or value.upper() not in METHODS:
         raise BadRequest(
-            f"method must be an HTTP method such as GET, POST or DELETE, got {value!r}",
+            f"method must be an HTTP method such as GET, POST or DELETE, got {quote(value)}",
             code=EXPLAIN_BAD_METHOD,
             pointer="/method",
         )

@@ -10,7 +10,7 @@ from datetime import datetime
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from mtlsgate.errors import BadRequest
+from mtlsgate.errors import BadRequest, quote
 from mtlsgate.hostnames import HOSTNAME_NOT_IN_ZONE, in_zone, normalize_hostname
 from mtlsgate.services.accounts import active_managed_ca, visible_zone
 from mtlsgate.services.permissions import ZONE_SSL_READ, ZONE_SSL_WRITE, Principal
@@ -31,7 +31,7 @@ def parse_certificate_id(value: str) -> str:
     if isinstance(value, str) and _CERT_ID.fullmatch(value.strip(" ")):
         return str(uuid.UUID(value.strip(" ")))
     raise BadRequest(
-        f"mtls_certificate_id must be the id of an uploaded CA (a UUID), got {value!r}",
+        f"mtls_certificate_id must be the id of an uploaded CA (a UUID), got {quote(value)}",
         code=UNKNOWN_CA,
     )
 

@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives import hashes
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from mtlsgate.errors import BadRequest, Conflict, NotFound
+from mtlsgate.errors import BadRequest, Conflict, NotFound, quote
 from mtlsgate.pki.managed_ca import generate_managed_ca
 from mtlsgate.services.common import uuid_id
 from mtlsgate.store.db import bump_config_version
@@ -202,7 +202,9 @@ def retire(
     # No id contains NUL (and PostgreSQL refuses it in a query): not found, not a crash.
     ca = session.get(ManagedCA, ca_id.strip()) if "\x00" not in ca_id else None
     if ca is None or (account is not None and ca.account_id != account.id):
-        raise NotFound(f"no managed CA with id {ca_id!r}" + (" in this account" if account else ""))
+        raise NotFound(
+            f"no managed CA with id {quote(ca_id)}" + (" in this account" if account else "")
+        )
     _lock_account(session, ca.account_id)
     session.refresh(ca)  # a rotation may have committed while we waited for the lock
     if ca.active:

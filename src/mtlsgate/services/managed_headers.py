@@ -14,7 +14,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from mtlsgate.errors import BadRequest
+from mtlsgate.errors import BadRequest, quote
 from mtlsgate.services.accounts import visible_zone
 from mtlsgate.services.permissions import MANAGED_HEADERS_READ, MANAGED_HEADERS_WRITE, Principal
 from mtlsgate.store.db import bump_config_version
@@ -97,7 +97,7 @@ def _wanted(
                 else ""
             )
             raise BadRequest(
-                f"unknown Managed Transform {header_id!r} in {field}{hint}; known: "
+                f"unknown Managed Transform {quote(header_id)} in {field}{hint}; known: "
                 + ", ".join(known),
                 code=UNKNOWN_TRANSFORM,
                 pointer=f"/{field}/{i}/id",

@@ -24,7 +24,7 @@ from typing import Any
 from sqlalchemy import Table, delete, func, select, text
 from sqlalchemy.orm import Session
 
-from mtlsgate.errors import BadRequest
+from mtlsgate.errors import BadRequest, quote
 from mtlsgate.hostnames import HOSTNAME_NOT_IN_ZONE, in_zone, normalize_hostname
 from mtlsgate.services.accounts import visible_zone
 from mtlsgate.services.permissions import ZONE_SSL_READ, Principal
@@ -390,7 +390,7 @@ def _mtls_filter(raw: str | Sequence[str] | None) -> list[str] | None:
     if bad or not values:
         raise BadRequest(
             f"mtls must be one or more comma-separated statuses such as ok, absent, untrusted, "
-            f"expired, notyetvalid, revoked, invalid or none; got {bad[0] if bad else raw!r}",
+            f"expired, notyetvalid, revoked, invalid or none; got {quote(bad[0] if bad else raw)}",
             pointer="mtls",
         )
     return values

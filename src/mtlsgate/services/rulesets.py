@@ -23,7 +23,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from mtlsgate.edge.header_policy import is_token, refusal
-from mtlsgate.errors import BadRequest, Conflict, NotFound
+from mtlsgate.errors import QUOTE_LIMIT, BadRequest, Conflict, NotFound, quote
 from mtlsgate.rules import RulesError, compile_expression
 from mtlsgate.rules.scheme import STRING
 from mtlsgate.services.accounts import visible_zone
@@ -73,6 +73,9 @@ MAX_REF = 255
 MAX_HEADERS = 64
 MAX_HEADER_NAME = 256
 MAX_HEADER_VALUE = 4096
+# An expression error shows at most this much of the faulty line around the caret (a longer line
+# is cut, marked "…"); its (line:col) stays exact.
+EXPRESSION_WIDTH = 2 * QUOTE_LIMIT
 MAX_PER_PAGE = 1000
 DEFAULT_PER_PAGE = 100
 
@@ -156,7 +159,9 @@ def _compile(text: object, pointer: str, *, string: bool = False) -> str:
         else:
             compile_expression(text)
     except RulesError as exc:
-        raise BadRequest(exc.render(), code=INVALID_EXPRESSION, pointer=pointer) from None
+        raise BadRequest(
+            exc.render(EXPRESSION_WIDTH), code=INVALID_EXPRESSION, pointer=pointer
+        ) from None
     except RecursionError:
         raise BadRequest(
             "Filter parsing error: the expression is nested too deeply",
@@ -180,7 +185,7 @@ def _no_other_keys(obj: Mapping[str, Any], allowed: Sequence[str], pointer: str,
     for key in obj:
         if key not in allowed:
             raise _params_error(
-                f"unknown field {key!r} in {what}; allowed: {', '.join(allowed)}",
+                f"unknown field {quote(key)} in {what}; allowed: {', '.join(allowed)}",
                 f"{pointer}/{_esc(key)}",
             )
 
@@ -203,7 +208,7 @@ def _hostname(value: object, pointer: str, what: str, *, allow_ip: bool) -> str:
         or not all(_LABEL.fullmatch(lb) for lb in labels)
     ):
         kind = "a hostname or an IP address" if allow_ip else "a hostname"
-        raise _params_error(f"{what} must be {kind}, got {value!r}", pointer)
+        raise _params_error(f"{what} must be {kind}, got {quote(value)}", pointer)
     return name
 
 
@@ -226,7 +231,7 @@ def _block_params(params: dict[str, Any], p: str) -> dict[str, Any]:
     status = response["status_code"]
     if type(status) is not int or not 400 <= status <= 499:
         raise _params_error(
-            f"response.status_code must be an integer from 400 to 499, got {status!r}",
+            f"response.status_code must be an integer from 400 to 499, got {quote(status)}",
             f"{p}/response/status_code",
         )
     content = response["content"]
@@ -241,7 +246,8 @@ def _block_params(params: dict[str, Any], p: str) -> dict[str, Any]:
     ctype = response["content_type"]
     if ctype not in BLOCK_CONTENT_TYPES:
         raise _params_error(
-            f"response.content_type must be one of {', '.join(BLOCK_CONTENT_TYPES)}, got {ctype!r}",
+            f"response.content_type must be one of {', '.join(BLOCK_CONTENT_TYPES)}, "
+            f"got {quote(ctype)}",
             f"{p}/response/content_type",
         )
     return {"response": {"status_code": status, "content": content, "content_type": ctype}}
@@ -252,14 +258,14 @@ def _skip_params(params: dict[str, Any], p: str, *, kind: str) -> dict[str, Any]
     for key in params:
         if key not in ("ruleset", "phase"):
             raise _params_error(
-                f"skip parameter {key!r} is not supported: {supported}", f"{p}/{key}"
+                f"skip parameter {quote(key)} is not supported: {supported}", f"{p}/{key}"
             )
     if not params:
         raise _params_error(f"skip needs action_parameters: {supported}", p)
     for key, value in params.items():
         if value != "current":
             raise _params_error(
-                f'skip {key} must be "current", got {value!r}: {supported}', f"{p}/{key}"
+                f'skip {key} must be "current", got {quote(value)}: {supported}', f"{p}/{key}"
             )
     if "phase" in params and kind != ENTRY_POINT_KIND:
         raise _params_error(
@@ -285,7 +291,7 @@ def _route_params(params: dict[str, Any], p: str) -> dict[str, Any]:
             port = origin["port"]
             if type(port) is not int or not 1 <= port <= 65535:
                 raise _params_error(
-                    f"origin.port must be an integer from 1 to 65535, got {port!r}",
+                    f"origin.port must be an integer from 1 to 65535, got {quote(port)}",
                     f"{p}/origin/port",
                 )
             o["port"] = port
@@ -337,8 +343,8 @@ def _rewrite_params(params: dict[str, Any], p: str) -> dict[str, Any]:
         hp = f"{p}/headers/{_esc(name)}"
         if not is_token(name) or len(name) > MAX_HEADER_NAME:
             raise _params_error(
-                f"{name!r} is not a valid header name: it must be a token (RFC 9110, as in RFC "
-                "7230): letters, digits and !#$%&'*+-.^_`|~ only, no spaces, colons or control "
+                f"{quote(name)} is not a valid header name: it must be a token (RFC 9110, as in "
+                "RFC 7230): letters, digits and !#$%&'*+-.^_`|~ only, no spaces, colons or control "
                 f"characters, 1 to {MAX_HEADER_NAME} characters",
                 hp,
             )
@@ -349,7 +355,7 @@ def _rewrite_params(params: dict[str, Any], p: str) -> dict[str, Any]:
         operation = op.get("operation")
         if operation not in ("set", "remove"):
             raise _params_error(
-                f'header {name!r}: operation must be "set" or "remove", got {operation!r}',
+                f'header {name!r}: operation must be "set" or "remove", got {quote(operation)}',
                 f"{hp}/operation",
             )
         # Headers the edge owns: it would ignore the operation, so the rule is refused.
@@ -394,14 +400,15 @@ def validate_rule(raw: Mapping[str, Any], *, phase: str, kind: str, pointer: str
         raise BadRequest("action is required", code=UNSUPPORTED_ACTION, pointer=f"{pointer}/action")
     if action in CHALLENGE_ACTIONS:
         raise BadRequest(
-            f"action {action!r} is not supported: mtlsgate has no browser challenges (it serves "
-            "API clients that authenticate with certificates); use block",
+            f"action {quote(action)} is not supported: mtlsgate has no browser challenges "
+            "(it serves API clients that authenticate with certificates); use block",
             code=CHALLENGE_NOT_SUPPORTED,
             pointer=f"{pointer}/action",
         )
     if action not in allowed:
         raise BadRequest(
-            f"action {action!r} is not supported in phase {phase}; supported: {', '.join(allowed)}",
+            f"action {quote(action)} is not supported in phase {phase}; "
+            f"supported: {', '.join(allowed)}",
             code=UNSUPPORTED_ACTION,
             pointer=f"{pointer}/action",
         )
@@ -510,7 +517,7 @@ def ruleset_json(session: Session, rs: Ruleset) -> dict[str, Any]:
 def check_phase(phase: str) -> str:
     if phase not in PHASE_ACTIONS:
         raise BadRequest(
-            f"phase {phase!r} is not supported by mtlsgate; supported phases: "
+            f"phase {quote(phase)} is not supported by mtlsgate; supported phases: "
             f"{', '.join(SUPPORTED_PHASES)}",
             code=UNSUPPORTED_PHASE,
         )
@@ -653,7 +660,8 @@ def _replacement(
         if rid is not None:
             if not isinstance(rid, str) or not _HEX32.fullmatch(rid) or rid not in by_id:
                 raise BadRequest(
-                    f"rule id {rid!r} is not a rule of this ruleset; omit id to add a new rule",
+                    f"rule id {quote(rid)} is not a rule of this ruleset; "
+                    "omit id to add a new rule",
                     code=INVALID_RULE,
                     pointer=f"/rules/{i}/id",
                 )
@@ -703,13 +711,13 @@ def put_entry_point(
     check_phase(phase)
     if body.get("kind") not in (None, ENTRY_POINT_KIND):
         raise BadRequest(
-            f'an entry point ruleset has kind "zone", got {body["kind"]!r}',
+            f'an entry point ruleset has kind "zone", got {quote(body["kind"])}',
             code=INVALID_RULESET,
             pointer="/kind",
         )
     if body.get("phase") not in (None, phase):
         raise BadRequest(
-            f"phase {body['phase']!r} does not match the phase in the path ({phase})",
+            f"phase {quote(body['phase'])} does not match the phase in the path ({phase})",
             code=INVALID_RULESET,
             pointer="/phase",
         )
@@ -771,7 +779,7 @@ def _versions_list(session: Session, ruleset_id: str) -> list[dict[str, Any]]:
 def _version(session: Session, rs: Ruleset, version: str) -> dict[str, Any]:
     if not version.isascii() or not version.isdigit() or len(version) > 9 or int(version) < 1:
         raise BadRequest(
-            f"a ruleset version is a positive integer, got {version!r}", code=VERSION_NOT_FOUND
+            f"a ruleset version is a positive integer, got {quote(version)}", code=VERSION_NOT_FOUND
         )
     snap = session.get(RulesetVersion, (rs.id, int(version)))
     if snap is None:
@@ -841,14 +849,14 @@ def create_ruleset(
     kind = body.get("kind")
     if kind not in KINDS:
         raise BadRequest(
-            f"kind must be one of {', '.join(KINDS)} for a zone ruleset, got {kind!r}",
+            f"kind must be one of {', '.join(KINDS)} for a zone ruleset, got {quote(kind)}",
             code=INVALID_RULESET,
             pointer="/kind",
         )
     phase = body.get("phase")
     if phase not in PHASE_ACTIONS:
         raise BadRequest(
-            f"phase {phase!r} is not supported by mtlsgate; supported phases: "
+            f"phase {quote(phase)} is not supported by mtlsgate; supported phases: "
             f"{', '.join(SUPPORTED_PHASES)}",
             code=UNSUPPORTED_PHASE,
             pointer="/phase",
@@ -948,7 +956,7 @@ def _target_index(
         if type(value) is not int or not 1 <= value <= len(others) + 1:
             raise BadRequest(
                 f"position.index must be from 1 to {len(others) + 1} (this ruleset has "
-                f"{len(others)} other rule(s)), got {value!r}",
+                f"{len(others)} other rule(s)), got {quote(value)}",
                 code=INVALID_POSITION,
                 pointer="/position/index",
             )
@@ -963,7 +971,7 @@ def _target_index(
         )
     if value not in others:
         raise BadRequest(
-            f"position.{key}: rule {value!r} is not a rule of this ruleset",
+            f"position.{key}: rule {quote(value)} is not a rule of this ruleset",
             code=INVALID_POSITION,
             pointer=f"/position/{key}",
         )
@@ -1029,7 +1037,7 @@ def edit_rule(
         raise NotFound(f"rule {rule_id} was not found in ruleset {rs.id}", code=RULE_NOT_FOUND)
     if raw.get("id") is not None and raw["id"] != rule_id:
         raise BadRequest(
-            f"id {raw['id']!r} in the body does not match the rule in the path ({rule_id})",
+            f"id {quote(raw['id'])} in the body does not match the rule in the path ({rule_id})",
             code=INVALID_RULE,
             pointer="/id",
         )

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from mtlsgate.errors import BadRequest, NotFound
+from mtlsgate.errors import BadRequest, NotFound, quote
 from mtlsgate.services.common import hex_id, utcnow
 from mtlsgate.services.permissions import (
     ALL_PERMISSIONS,
@@ -48,9 +48,13 @@ def create_token(
         raise BadRequest("a token needs at least one permission")
     for perm in permissions:
         if perm not in ALL_PERMISSIONS:
-            raise BadRequest(f"unknown permission {perm!r}; known: " + ", ".join(ALL_PERMISSIONS))
+            raise BadRequest(
+                f"unknown permission {quote(perm)}; known: " + ", ".join(ALL_PERMISSIONS)
+            )
         if zone_id is not None and is_account_permission(perm):
-            raise BadRequest(f"{perm!r} is an account permission and cannot be limited to a zone")
+            raise BadRequest(
+                f"{quote(perm)} is an account permission and cannot be limited to a zone"
+            )
     if zone_id is not None:
         zone = session.get(Zone, zone_id)
         if zone is None or zone.account_id != account_id:

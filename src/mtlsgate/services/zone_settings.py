@@ -16,7 +16,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from mtlsgate.errors import BadRequest, NotFound
+from mtlsgate.errors import BadRequest, NotFound, quote
 from mtlsgate.services.accounts import visible_zone
 from mtlsgate.services.permissions import ZONE_SETTINGS_READ, ZONE_SETTINGS_WRITE, Principal
 from mtlsgate.store.db import bump_config_version
@@ -41,7 +41,7 @@ class Setting:
 def _known(setting_id: str) -> str:
     if setting_id not in DEFAULTS:
         raise NotFound(
-            f"Unknown zone setting {setting_id!r}: mtlsgate implements only "
+            f"Unknown zone setting {quote(setting_id)}: mtlsgate implements only "
             + ", ".join(sorted(DEFAULTS)),
             code=UNKNOWN_SETTING,
         )
@@ -81,7 +81,8 @@ def edit_setting(
     _known(setting_id)
     if value not in SSL_VALUES:
         raise BadRequest(
-            f"Invalid value for zone setting ssl: {value!r}; use one of " + ", ".join(SSL_VALUES),
+            f"Invalid value for zone setting ssl: {quote(value)}; use one of "
+            + ", ".join(SSL_VALUES),
             code=INVALID_VALUE,
             pointer="/value",
         )

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictStr
 from mtlsgate.api.auth import principal_from_request
 from mtlsgate.api.common import iso, keystore_of, path_hex_id, store_of
 from mtlsgate.api.envelope import ok, ok_page
-from mtlsgate.errors import BadRequest
+from mtlsgate.errors import BadRequest, quote
 from mtlsgate.services import custom_certificates as svc
 from mtlsgate.services.common import paginate, utcnow
 from mtlsgate.services.permissions import Principal
@@ -123,9 +123,9 @@ def list_certificates(
 ) -> JSONResponse:
     path_hex_id(request, zone_id)
     if status is not None and status not in STATUSES:
-        raise BadRequest(f"status must be one of {', '.join(STATUSES)}, got {status!r}")
+        raise BadRequest(f"status must be one of {', '.join(STATUSES)}, got {quote(status)}")
     if match not in ("all", "any"):
-        raise BadRequest(f"match must be all or any, got {match!r}")
+        raise BadRequest(f"match must be all or any, got {quote(match)}")
     now = utcnow()
     with store_of(request).transaction() as session:
         certs = svc.list_certificates(session, principal, zone_id)

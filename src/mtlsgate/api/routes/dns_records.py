@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Strict
 from mtlsgate.api.auth import principal_from_request
 from mtlsgate.api.common import iso, path_hex_id, store_of
 from mtlsgate.api.envelope import ok, ok_page
-from mtlsgate.errors import BadRequest
+from mtlsgate.errors import BadRequest, quote
 from mtlsgate.services import dns_records as svc
 from mtlsgate.services.common import paginate, utcnow
 from mtlsgate.services.permissions import Principal
@@ -124,20 +124,22 @@ def _filters(request: Request) -> svc.Filters:
         raw = q["proxied"].lower()
         if raw not in ("true", "false"):
             raise BadRequest(
-                f"proxied must be true or false, got {q['proxied']!r}", pointer="proxied"
+                f"proxied must be true or false, got {quote(q['proxied'])}", pointer="proxied"
             )
         proxied = raw == "true"
     match = q.get("match", "all")
     if match not in ("all", "any"):
-        raise BadRequest(f"match must be all or any, got {match!r}", pointer="match")
+        raise BadRequest(f"match must be all or any, got {quote(match)}", pointer="match")
     order = q.get("order", "type")
     if order not in _ORDERS:
         raise BadRequest(
-            f"order must be one of {', '.join(_ORDERS)}, got {order!r}", pointer="order"
+            f"order must be one of {', '.join(_ORDERS)}, got {quote(order)}", pointer="order"
         )
     direction = q.get("direction", "asc")
     if direction not in ("asc", "desc"):
-        raise BadRequest(f"direction must be asc or desc, got {direction!r}", pointer="direction")
+        raise BadRequest(
+            f"direction must be asc or desc, got {quote(direction)}", pointer="direction"
+        )
     return svc.Filters(
         name=_text_filter(request, "name"),
         content=_text_filter(request, "content"),

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, field_
 from mtlsgate.api.auth import principal_from_request
 from mtlsgate.api.common import iso, keystore_of, path_hex_id, path_uuid, store_of
 from mtlsgate.api.envelope import ok, ok_list
-from mtlsgate.errors import BadRequest
+from mtlsgate.errors import BadRequest, shorten
 from mtlsgate.services import mtls_certificates as svc
 from mtlsgate.services.common import utcnow
 from mtlsgate.services.permissions import Principal
@@ -64,7 +64,9 @@ def _types(request: Request) -> list[str]:
     values = [v for v in values if v]
     bad = [v for v in values if v not in svc.CERT_TYPES]
     if bad:
-        raise BadRequest(f"type must be one of {', '.join(svc.CERT_TYPES)}; got {', '.join(bad)}")
+        raise BadRequest(
+            f"type must be one of {', '.join(svc.CERT_TYPES)}; got {shorten(', '.join(bad))}"
+        )
     return values
 
 

@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from mtlsgate.api.auth import principal_from_request
 from mtlsgate.api.common import path_hex_id, store_of
 from mtlsgate.api.envelope import ok, ok_page
-from mtlsgate.errors import BadRequest
+from mtlsgate.errors import BadRequest, quote
 from mtlsgate.services import request_events as svc
 from mtlsgate.services.common import Page
 from mtlsgate.services.permissions import Principal
@@ -58,7 +58,9 @@ def _int_param(request: Request, name: str) -> int | None:
     if raw is None:
         return None
     if not raw.strip().isdigit() or len(raw.strip()) > 9:
-        raise BadRequest(f"{name} must be a whole number of seconds, got {raw!r}", pointer=name)
+        raise BadRequest(
+            f"{name} must be a whole number of seconds, got {quote(raw)}", pointer=name
+        )
     return int(raw)
 
 
@@ -81,7 +83,7 @@ def _time_param(request: Request, name: str) -> int | None:
     if seconds is None or not 0 <= seconds <= _MAX_TIME:
         raise BadRequest(
             f"{name} must be Unix seconds or an RFC 3339 time with a zone, such as "
-            f"2025-11-27T10:00:00Z; got {raw!r}",
+            f"2025-11-27T10:00:00Z; got {quote(raw)}",
             pointer=name,
         )
     return seconds
