@@ -10,6 +10,10 @@ command -v curl >/dev/null || need+=(curl)
 command -v runuser >/dev/null || need+=(util-linux)
 # The dashboard's browser tests drive Debian's Chromium (Playwright never downloads one).
 [ -x /usr/bin/chromium ] || need+=(chromium)
+# The venv is made with Debian's python3 when there is one (see the Makefile): it needs venv.
+if [ -x /usr/bin/python3 ] && command -v dpkg >/dev/null; then
+  dpkg -s python3-venv >/dev/null 2>&1 || need+=(python3-venv)
+fi
 
 if [ ${#need[@]} -eq 0 ]; then
   echo "deps: all present"

@@ -319,7 +319,7 @@ def check_expression(ctx: Signed, form: Form) -> Response:
     try:
         compile_expression(text)
     except RulesError as exc:
-        return PlainTextResponse(exc.render())
+        return PlainTextResponse(exc.render(rulesets.EXPRESSION_WIDTH))
     except RecursionError:
         return PlainTextResponse("Filter parsing error: the expression is nested too deeply")
     return PlainTextResponse("")
