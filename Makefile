@@ -2,8 +2,9 @@
 # The venv's interpreter: the distribution's CPython when it is 3.11 or newer (Debian, Ubuntu and
 # Fedora build it with PGO and LTO, libpython linked into the executable: the edge's request path
 # runs ~10% faster than on a default pyenv build; bench/README.md), else the first python3 on PATH.
+# It must be able to make venvs (Debian: python3-venv, which `make deps` installs).
 # `make PYTHON=...` picks another. (An existing .venv keeps the interpreter it was made with.)
-PYTHON ?= $(shell /usr/bin/python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+PYTHON ?= $(shell /usr/bin/python3 -c 'import sys, ensurepip; sys.exit(sys.version_info < (3, 11))' \
 	>/dev/null 2>&1 && echo /usr/bin/python3 || echo python3)
 VENV := .venv
 BIN := $(VENV)/bin
