@@ -88,6 +88,8 @@ _REASONS = {
     504: b"Gateway Timeout",
 }
 _VERIFIED = "cf.tls_client_auth.cert_verified"
+# The longest head _simple keeps whole for a repeat (typical heads are a few hundred bytes).
+_HEAD_SEEN_MAX = 2048
 _FENCED = b"this edge cannot confirm that its configuration is current\n"
 _NO_CERT_HEADERS = (
     b"cf-cert-presented: false\r\ncf-cert-verified: false\r\ncf-cert-revoked: false\r\n"
@@ -514,8 +516,9 @@ class ClientConnection(asyncio.Protocol):
                 self.fields_raw, self.fields_parsed = fields, parsed
             headers, host, connection = self.fields_parsed
             method, url, minor = line.groups()
-            self.head_seen = plain
-            self.head_read = (method, url, minor, headers, host, connection)
+            if len(plain) <= _HEAD_SEEN_MAX:  # (what an idle connection holds stays small)
+                self.head_seen = plain
+                self.head_read = (method, url, minor, headers, host, connection)
         if minor == b"1":
             if not host or connection == b"close":
                 return False  # (a 400, or a last request: the parser's, as before)
