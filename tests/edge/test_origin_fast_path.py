@@ -121,21 +121,19 @@ KEEP_ALIVE_HEADS = [
 ]
 
 
-def _parsed_path_answer(response: bytes, version: str, keep_alive: bool) -> list[bytes]:
+def _parsed_path_answer(
+    response: bytes, version: str, keep_alive: bool, monkeypatch: pytest.MonkeyPatch
+) -> list[bytes]:
     """What the client gets when httptools reads `response` (the fast path switched off)."""
     origin, req = _origin(), _Req(version, keep_alive)
     origin.parser = httptools.HttpResponseParser(origin)
     origin.reason, origin.headers = b"", []
     origin.chunk_out = origin.until_close = origin.interim = False
     origin.request = req  # type: ignore[assignment]
-    judge = origin_module._judge_head
-    origin_module._judge_head = lambda head: ()
-    origin_module._SIMPLE_HEADS.clear()
-    try:
+    with monkeypatch.context() as m:
+        m.setattr(origin_module, "_judge_head", lambda head: ())
+        m.setattr(origin_module, "_SIMPLE_HEADS", {})
         origin.data_received(response)
-    finally:
-        origin_module._judge_head = judge
-        origin_module._SIMPLE_HEADS.clear()
     assert req.client.finished == [req.client_req]
     return [b"".join(req.client.out)]
 
@@ -145,12 +143,12 @@ def _parsed_path_answer(response: bytes, version: str, keep_alive: bool) -> list
     ("version", "keep_alive"), [("1.1", True), ("1.0", True), ("1.1", False), ("1.0", False)]
 )
 def test_an_origin_keep_alive_head_is_relayed_with_the_client_side_connection_header(
-    response: bytes, version: str, keep_alive: bool
+    response: bytes, version: str, keep_alive: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The origin's Connection: keep-alive and Keep-Alive lines describe its own hop: the client
     # gets the edge's Connection header in their place, as the parsed path writes it, without
     # httptools (most real origins send these lines; before, all of them went to httptools).
-    expected = _parsed_path_answer(response, version, keep_alive)
+    expected = _parsed_path_answer(response, version, keep_alive, monkeypatch)
     origin, req = _origin(), _Req(version, keep_alive)
     origin.request = req  # type: ignore[assignment]
     origin.data_received(response)

@@ -88,8 +88,10 @@ _REASONS = {
     504: b"Gateway Timeout",
 }
 _VERIFIED = "cf.tls_client_auth.cert_verified"
-# The longest head _simple keeps whole for a repeat (typical heads are a few hundred bytes).
+# The longest head _simple keeps whole for a repeat (typical heads are a few hundred bytes),
+# and what it keeps of one: method, target, HTTP minor version, then the Fields.
 _HEAD_SEEN_MAX = 2048
+HeadRead = tuple[bytes, bytes, bytes, list[tuple[bytes, bytes]], bytes, bytes]
 _FENCED = b"this edge cannot confirm that its configuration is current\n"
 _NO_CERT_HEADERS = (
     b"cf-cert-presented: false\r\ncf-cert-verified: false\r\ncf-cert-revoked: false\r\n"
@@ -318,7 +320,7 @@ class ClientConnection(asyncio.Protocol):
         self.fields_parsed: Fields = _NO_FIELDS
         # The last simple head whole, and what it was read as: see _simple.
         self.head_seen = b""
-        self.head_read: tuple[bytes, bytes, bytes, list[tuple[bytes, bytes]], bytes, bytes]
+        self.head_read: HeadRead = _NO_HEAD
         self.log_ident: tuple[Verdict | None, str, str, str] | None = None  # see observe.py
         self.cert_block: bytes | None = None
         self.cert_block_version = -1
@@ -1054,6 +1056,7 @@ _NO_PARSER = cast(httptools.HttpRequestParser, None)
 _UNDECIDED = (None, None, (-1, -1))
 _NO_TAIL = (None, None, b"")
 _NO_FIELDS: Fields = ([], b"", b"")
+_NO_HEAD: HeadRead = (b"", b"", b"", [], b"", b"")
 
 
 class _Reject(Exception):
