@@ -53,6 +53,10 @@ Record = tuple[str, str, float] | tuple[str, str, float, float]
 _MIDDLE_OF = itemgetter(1)
 _FORMATS = {3: _LINE, 4: _LINE_ORIGIN}
 _LATENCY_BUCKETS_MS = [bound * 1000 for bound in LATENCY_BUCKETS]
+# A connection's last line part, for its next request forwarded by the same plan (server.py:
+# _repeat) with the same status: (plan, status, the middles map it is in, host, middle).
+LogMemo = tuple[Any, int, "dict[Key, str] | None", str, str]
+NO_LOG_MEMO: LogMemo = (None, 0, None, "", "")
 _bucket_ms = partial(bisect_left, _LATENCY_BUCKETS_MS)
 
 
@@ -97,6 +101,37 @@ class Observer:
 
     def request_done(self, conn: ClientConnection, req: Request) -> None:
         # Only a tuple per request; counters and lines are computed from the batch in flush_log().
+        plan = req.plan
+        memo = conn.log_memo
+        if (
+            plan is not None
+            and memo[0] is plan
+            and memo[1] == req.status
+            and memo[2] is self.middles
+        ):
+            # A request forwarded as the connection's previous one was (same head, snapshot and
+            # verdict: everything the key holds but the status, compared here).
+            host, middle = memo[3], memo[4]
+        else:
+            host, middle = self._key(conn, req)
+            if plan is not None:
+                conn.log_memo = (plan, req.status, self.middles, host, middle)
+        now = self.clock()
+        if now == self._last_clock:
+            ts = self._last_ts
+        else:
+            ts = self._last_ts = "%.3f" % (now + self.wall_offset)
+            self._last_clock = now
+        origin = req.origin_seconds
+        if origin is None:
+            self.records.append((ts, middle, (time.monotonic() - req.started) * 1000))
+        else:
+            origin_ms = origin * 1000
+            self.records.append((ts, middle, (time.monotonic() - req.started) * 1000, origin_ms))
+            self.origin_ms[host].append(origin_ms)
+
+    def _key(self, conn: ClientConnection, req: Request) -> tuple[str, str]:
+        """The request's host and the shared part of its line (formatted once per key)."""
         verdict = conn.verdict
         # What the line says of the client certificate changes with the verdict only: kept on
         # the connection as (verdict, mtls status, fingerprint, revocation reason).
@@ -120,19 +155,7 @@ class Observer:
         if middle is None:
             middle = self.middles[key] = self._middle(key)
             self.keys[middle] = key
-        now = self.clock()
-        if now == self._last_clock:
-            ts = self._last_ts
-        else:
-            ts = self._last_ts = "%.3f" % (now + self.wall_offset)
-            self._last_clock = now
-        origin = req.origin_seconds
-        if origin is None:
-            self.records.append((ts, middle, (time.monotonic() - req.started) * 1000))
-        else:
-            origin_ms = origin * 1000
-            self.records.append((ts, middle, (time.monotonic() - req.started) * 1000, origin_ms))
-            self.origin_ms[host].append(origin_ms)
+        return host, middle
 
     def _count(self, records: list[Record], keys: Counter[Key]) -> None:
         """Counters from a batch: per distinct key (requests of a batch share few keys), and the
@@ -194,8 +217,9 @@ class Observer:
         self.out.write("".join(map(str.__mod__, formats, records)))
         self.out.flush()
         if len(self.middles) > MAX_KEYS:  # (the records just written were the last users)
-            self.middles.clear()
-            keys_of.clear()
+            # New maps, not cleared ones: a connection's memo names the map its part is in.
+            self.middles = {}
+            self.keys = {}
         # The newest ones are the sample the events store keeps.
         events = self.events
         events.extend(records[-EVENT_SAMPLE:])

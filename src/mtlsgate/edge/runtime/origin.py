@@ -164,7 +164,15 @@ class OriginConnection(asyncio.Protocol):
                         elif simple[2] is not None:
                             data = simple[2] + data[end:]
                         client.out.append(data)
-                    self._complete(req, keep_alive=True)
+                    # _complete(req, keep_alive=True), inline: the client's request is finished,
+                    # then this connection goes back to the pool.
+                    self.request = None
+                    client_req.origin_seconds = time.monotonic() - req.sent_at
+                    client.finish(client_req)
+                    if req.ended and not self.closed:
+                        self.pool.release(self)
+                    else:
+                        self.close()
                     client.flush()
                     return
         # The origin timeout runs between reads, as nginx's proxy_read_timeout: a long response

@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives import hashes
 from OpenSSL import SSL
 
 from mtlsgate.edge.facts import RequestFacts
-from mtlsgate.edge.runtime.observe import Observer
+from mtlsgate.edge.runtime.observe import NO_LOG_MEMO, LogMemo, Observer
 from mtlsgate.edge.runtime.origin import OriginPool, OriginRequest
 from mtlsgate.edge.runtime.simple_head import REQUEST_LINE, Fields, parse_fields
 from mtlsgate.edge.runtime.tls_engine import DONE, WANT, Engine, select_engine
@@ -92,6 +92,22 @@ _VERIFIED = "cf.tls_client_auth.cert_verified"
 # and what it keeps of one: method, target, HTTP minor version, then the Fields.
 _HEAD_SEEN_MAX = 2048
 HeadRead = tuple[bytes, bytes, bytes, list[tuple[bytes, bytes]], bytes, bytes]
+# (snapshot, verdict, method, target, fields, Host, HTTP version if not 1.1, the origin head's
+# request and Host lines, what follows its CF-Ray line, origin, rule id, action): see _repeat.
+Plan = tuple[
+    Snapshot,
+    Verdict | None,
+    bytes,
+    bytes,
+    list[tuple[bytes, bytes]],
+    bytes,
+    str | None,
+    bytes,
+    bytes,
+    Origin,
+    str,
+    str,
+]
 _FENCED = b"this edge cannot confirm that its configuration is current\n"
 _NO_CERT_HEADERS = (
     b"cf-cert-presented: false\r\ncf-cert-verified: false\r\ncf-cert-revoked: false\r\n"
@@ -132,6 +148,7 @@ class Request:
     rule_id = ""
     action = ""
     origin_seconds: float | None = None
+    plan: Plan | None = None  # the connection's plan this request was forwarded by (observe.py)
 
     def __init__(
         self,
@@ -267,9 +284,11 @@ class ClientConnection(asyncio.Protocol):
         "header_bytes",
         "in_head",
         "log_ident",
+        "log_memo",
         "out",
         "parser",
         "peer",
+        "plan",
         "profile",
         "queue",
         "rejected",
@@ -321,7 +340,10 @@ class ClientConnection(asyncio.Protocol):
         # The last simple head whole, and what it was read as: see _simple.
         self.head_seen = b""
         self.head_read: HeadRead = _NO_HEAD
+        # How the last simple head's request was forwarded, for a repeat of it: see _repeat.
+        self.plan: Plan | None = None
         self.log_ident: tuple[Verdict | None, str, str, str] | None = None  # see observe.py
+        self.log_memo: LogMemo = NO_LOG_MEMO  # see observe.py
         self.cert_block: bytes | None = None
         self.cert_block_version = -1
         self.verdict_version = -1
@@ -500,9 +522,19 @@ class ClientConnection(asyncio.Protocol):
         """A whole keep-alive request head of the common shape, alone in its read, is taken
         here without httptools (simple_head.py); False: httptools reads `plain` as usual.
         (Called only between requests, with nothing of another head pending.)"""
+        kept = True  # (plain is the head kept in head_seen)
         if plain == self.head_seen:
             # The same head as the connection's last simple one (a client polling, a load
-            # generator, a health check): read as it was.
+            # generator, a health check): read as it was, and forwarded as it was when nothing
+            # it was decided by has changed.
+            plan = self.plan
+            if (
+                plan is not None
+                and plan[0] is self.worker.snapshot
+                and plan[1] is self.verdict
+                and self._repeat(plan)
+            ):
+                return True
             method, url, minor, headers, host, connection = self.head_read
         else:
             if plain[-4:] != b"\r\n\r\n":
@@ -521,6 +553,9 @@ class ClientConnection(asyncio.Protocol):
             if len(plain) <= _HEAD_SEEN_MAX:  # (what an idle connection holds stays small)
                 self.head_seen = plain
                 self.head_read = (method, url, minor, headers, host, connection)
+                self.plan = None  # (the previous head's)
+            else:
+                kept = False
         if minor == b"1":
             if not host or connection == b"close":
                 return False  # (a 400, or a last request: the parser's, as before)
@@ -532,7 +567,30 @@ class ClientConnection(asyncio.Protocol):
         req.done = True
         if minor == b"0":
             req.version = "1.0"
-        self._start(req)
+        self._start(req, kept)
+        return True
+
+    def _repeat(self, plan: Plan) -> bool:
+        """Forward a repeat of the last simple head as its first instance was forwarded (see
+        _start: made only where nothing but the snapshot, the verdict and the head decides
+        it). False when the configuration is fenced: _start answers."""
+        worker = self.worker
+        now = worker.loop.time()
+        if now > worker.fenced_from:
+            return False
+        _, _, method, url, headers, host, version, prefix, tail, origin, rule_id, action = plan
+        req = self.current = self.active = Request(time.monotonic(), url, headers, host, method)
+        req.done = True
+        req.plan = plan
+        if version is not None:
+            req.version = version
+        if rule_id:
+            req.rule_id, req.action = rule_id, action
+        self.deadline = now + worker.pool.response_timeout
+        origin_req = req.origin = OriginRequest(
+            worker.pool, origin, b"".join((prefix, next(worker.rays), tail)), self, req
+        )
+        origin_req.ended = True  # (end_body's whole work for a bodiless request)
         return True
 
     # httptools callbacks
@@ -631,7 +689,9 @@ class ClientConnection(asyncio.Protocol):
 
     # --- requests ------------------------------------------------------------------------
 
-    def _start(self, req: Request) -> None:
+    def _start(self, req: Request, kept: bool = False) -> None:
+        """Answer at the edge, or send to the origin. `kept`: the request is the connection's
+        kept simple head (_simple), whose forwarding may be remembered for repeats."""
         self.active = req
         if not self.peer:
             # Asked here, not per connection: a connection without requests never needs it.
@@ -717,6 +777,26 @@ class ClientConnection(asyncio.Protocol):
         head = self._origin_head(req, target, origin)
         self.deadline = now + worker.pool.response_timeout
         origin_req = req.origin = OriginRequest(worker.pool, origin, head, self, req)
+        if (
+            kept
+            and target is profile
+            and raw_host == profile.name_bytes
+            and profile.connection_rules
+            and profile.origin_rules is None
+            and profile.late_transform is None
+            and not profile.client_cert_forwarding
+        ):
+            # Everything above was decided by the snapshot, the verdict and the head alone
+            # (the rules read only the connection's fields; no origin or late-transform rules;
+            # a bodiless simple head): a repeat of the head is forwarded the same way, with
+            # its own CF-Ray (_repeat). (The fencing check is repeated for each request.)
+            self.plan = (
+                snapshot, self.verdict, req.method, req.url, req.headers, req.host,
+                None if req.version == "1.1" else req.version,
+                b"".join(self._request_lines(req, target, origin)), self.fwd_tail[2], origin,
+                req.rule_id, req.action,
+            )  # fmt: skip
+            req.plan = self.plan
         if req.body:
             for chunk in req.body:
                 origin_req.send_body(chunk)
@@ -835,20 +915,27 @@ class ClientConnection(asyncio.Protocol):
             out += [b"CF-Connecting-IP: ", client_ip, b"\r\n"]
         return b"".join(out)
 
-    def _origin_head(self, req: Request, profile: HostProfile, origin: Origin) -> bytes:
+    @staticmethod
+    def _request_lines(
+        req: Request, profile: HostProfile, origin: Origin
+    ) -> tuple[bytes, bytes, bytes, bytes, bytes, bytes]:
+        """The origin head's request line and Host line (what precedes CF-Ray)."""
         # An HTTP/1.0 request may come without Host: the origin still gets one.
         host = (
             origin.host_header.encode("latin-1")
             if origin.host_header
             else req.host or profile.hostname.encode("ascii")
         )
+        return (req.method, b" ", req.url, b" HTTP/1.1\r\nHost: ", host, b"\r\n")
+
+    def _origin_head(self, req: Request, profile: HostProfile, origin: Origin) -> bytes:
         # Late-transform rules: the net effect of every matching rule, per header name (None
         # when no rule matched). They act on the headers as forwarded, i.e. after the client's
         # copies of the edge's own headers are gone, so a rule may set Client-Cert.
         ops = None
         if profile.late_transform is not None and req.facts is not None:
             ops = profile.late_transform(req.facts) or None
-        line = (req.method, b" ", req.url, b" HTTP/1.1\r\nHost: ", host, b"\r\n")
+        line = self._request_lines(req, profile, origin)
         ray = next(self.worker.rays)
         cert = self._cert_header_block() if profile.managed_cert_headers else b""
         headers = req.headers

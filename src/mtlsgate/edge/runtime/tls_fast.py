@@ -155,7 +155,14 @@ class FastSession:
                 _ERR_clear_error()
                 self.eof = True
                 return b""
-        return self.drain()
+        # drain(), inline for the common case (one Python call fewer per response).
+        n = _BIO_read(self.wbio, _WBUF, WRITE_SIZE)
+        if n <= 0:
+            return b""
+        out: bytes = _unpack(_WBUF, n)
+        if n < WRITE_SIZE:
+            return out
+        return out + self.drain()  # (a write of more than one buffer of ciphertext)
 
     def drain(self) -> bytes:
         n = _BIO_read(self.wbio, _WBUF, WRITE_SIZE)
