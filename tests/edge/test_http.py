@@ -275,6 +275,23 @@ def test_spoofed_headers_never_reach_origin(edge: Edge) -> None:
         assert gone not in names
 
 
+def test_fields_named_by_connection_are_not_forwarded(edge: Edge) -> None:
+    # RFC 9110 §7.6.1 (runtime/connection_options.py): the named fields are the client's for
+    # this hop; naming the edge's own headers removes only the client's copies of them.
+    named = "Connection: keep-alive, X-Hop, X-Forwarded-For, CF-Connecting-IP, cf-cert-verified"
+    r = curl(
+        edge, cert=edge.pki.good,
+        headers=(named, "X-Hop: secret", "X-Keep: kept", "X-Forwarded-For: 10.0.0.1"),
+    )  # fmt: skip
+    assert r.status == 200
+    seen = {k.lower(): v for k, v in json.loads(r.body)["headers"]}
+    assert "x-hop" not in seen
+    assert seen["x-keep"] == "kept"
+    assert seen["x-forwarded-for"] == "127.0.0.1"
+    assert seen["cf-connecting-ip"] == "127.0.0.1"
+    assert seen["cf-cert-verified"] == "true"
+
+
 def test_spoofed_verified_header_without_cert_still_blocked(edge: Edge) -> None:
     r = curl(edge, headers=("cf-cert-verified: true", "cf-cert-presented: true"))
     assert r.status == 403

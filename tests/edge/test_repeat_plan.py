@@ -24,6 +24,8 @@ from tests.edge.test_connection_rules import SEED, _edge_with
 from tests.edge.test_request_garbage import HOST, RESPONSE
 from tests.edge.test_request_limits import Edge
 
+NOT_FOUND = b"HTTP/1.1 404 Not Found\r\nContent-Length: 2\r\n\r\nno"
+
 HEAD_11 = b"GET /poll?x=1 HTTP/1.1\r\nHost: api.example.com\r\nAccept: */*\r\nX-Agent: a\r\n\r\n"
 HEAD_10 = (
     b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\nHost: api.example.com\r\n"
@@ -162,3 +164,80 @@ def test_no_plan_where_a_rule_reads_the_request() -> None:
             assert _exchange(edge, HEAD_11)[1].startswith(b"HTTP/1.1 200")
         assert edge.conn.plan is None
         assert _exchange(edge, HEAD_11.replace(b"/poll?x=1", b"/admin"))[1][9:12] == b"403"
+
+
+def _install(edge: Edge, **changes: object) -> None:
+    """A new configuration: the hostname's profile with `changes`."""
+    snapshot = edge.worker.snapshot
+    assert snapshot.default is not None
+    profile = dataclasses.replace(snapshot.default, **changes)  # type: ignore[arg-type]
+    edge.worker.install(
+        dataclasses.replace(snapshot, exact={profile.hostname: profile}, default=profile)
+    )
+
+
+def test_a_long_head_between_repeats_does_not_replace_the_plan() -> None:
+    # A simple head over 2 KiB is not kept whole (head_seen): it must leave no plan, or the kept
+    # head's next repeat would be forwarded as the long one.
+    long = HEAD_11.replace(b"/poll?x=1", b"/long").replace(
+        b"\r\n\r\n", b"\r\nX-Pad: " + b"p" * 2100 + b"\r\n\r\n"
+    )
+    with _edge_with(SEED) as edge:
+        sent = [_exchange(edge, head)[0] for head in (HEAD_11, HEAD_11, long, HEAD_11)]
+    assert [s.split(b" ")[1] for s in sent] == [b"/poll?x=1", b"/poll?x=1", b"/long", b"/poll?x=1"]
+    assert b"x-pad" not in sent[3]
+
+
+def test_access_forwarding_leaves_no_plan(monkeypatch: pytest.MonkeyPatch) -> None:
+    with _edge_with(SEED) as edge:
+        _install(edge, client_cert_forwarding=True)
+        planned = [_exchange(edge, HEAD_11)[0] for _ in range(3)]
+        assert edge.conn.plan is None
+        monkeypatch.setattr(ClientConnection, "_repeat", lambda self, plan: False)
+        unplanned = [_exchange(edge, HEAD_11)[0] for _ in range(2)]
+    # Access forwarding: the certificate goes with the connection's first request only.
+    assert b"Cf-Client-Cert-Der-Base64" in planned[0]
+    assert {_without_ray(s) for s in planned[1:] + unplanned} == {_without_ray(unplanned[0])}
+    assert b"X-Forwarded-For: " in unplanned[0]
+
+
+def test_a_repeat_keeps_its_log_rule() -> None:
+    with _edge_with(SEED) as edge:
+        _install(
+            edge,
+            log_rules=compile_first_match([compile_expression("cf.tls_client_auth.cert_verified")]),
+            log_rule_ids=("L1",),
+        )
+        observer = edge.worker.observer
+        out = observer.out = io.StringIO()
+        # (The third, with another status, is keyed afresh, not taken from the first's memo.)
+        for response in (RESPONSE, RESPONSE, NOT_FOUND):
+            _exchange(edge, HEAD_11, response)
+        observer.flush_log()
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [(line["rule"], line["action"]) for line in lines] == [("L1", "log")] * 3
+    assert observer.rules[(HOST, "log", "L1")] == 3
+
+
+def test_each_plan_logs_its_own_uri() -> None:
+    other = HEAD_11.replace(b"/poll?x=1", b"/other")
+    with _edge_with(SEED) as edge:
+        observer = edge.worker.observer
+        out = observer.out = io.StringIO()
+        for head in (HEAD_11, other, other, HEAD_11, HEAD_11):
+            _exchange(edge, head)
+        observer.flush_log()
+    uris = [json.loads(line)["uri"] for line in out.getvalue().splitlines()]
+    assert uris == ["/poll?x=1", "/other", "/other", "/poll?x=1", "/poll?x=1"]
+
+
+def test_a_plan_of_an_older_configuration_is_dropped() -> None:
+    # A connection that keeps repeating a head the new configuration answers at the edge (a
+    # block) must not keep the old configuration alive through its plan.
+    with _edge_with(SEED) as edge:
+        _exchange(edge, HEAD_11)
+        assert edge.conn.plan is not None
+        _install(edge, firewall=compile_first_match([compile_expression("ssl")]))
+        for _ in range(2):
+            assert _exchange(edge, HEAD_11)[1][9:12] == b"403"
+            assert edge.conn.plan is None

@@ -54,9 +54,10 @@ _MIDDLE_OF = itemgetter(1)
 _FORMATS = {3: _LINE, 4: _LINE_ORIGIN}
 _LATENCY_BUCKETS_MS = [bound * 1000 for bound in LATENCY_BUCKETS]
 # A connection's last line part, for its next request forwarded by the same plan (server.py:
-# _repeat) with the same status: (plan, status, the middles map it is in, host, middle).
-LogMemo = tuple[Any, int, "dict[Key, str] | None", str, str]
-NO_LOG_MEMO: LogMemo = (None, 0, None, "", "")
+# _repeat) with the same status: (plan, status, the key maps' generation it was made in, host,
+# middle). (A generation, not the map itself: an idle connection must not keep a map alive.)
+LogMemo = tuple[Any, int, int, str, str]
+NO_LOG_MEMO: LogMemo = (None, 0, -1, "", "")
 _bucket_ms = partial(bisect_left, _LATENCY_BUCKETS_MS)
 
 
@@ -83,6 +84,7 @@ class Observer:
         # The shared part of a line per key, and back (counters are per key).
         self.middles: dict[Key, str] = {}
         self.keys: dict[str, Key] = {}
+        self.generation = 0  # of the two maps: incremented each time they start afresh
         self.handshakes: Counter[tuple[str, str]] = Counter()
         self.requests: Counter[tuple[str, int, str]] = Counter()
         self.rules: Counter[tuple[str, str, str]] = Counter()
@@ -107,7 +109,7 @@ class Observer:
             plan is not None
             and memo[0] is plan
             and memo[1] == req.status
-            and memo[2] is self.middles
+            and memo[2] == self.generation
         ):
             # A request forwarded as the connection's previous one was (same head, snapshot and
             # verdict: everything the key holds but the status, compared here).
@@ -115,7 +117,7 @@ class Observer:
         else:
             host, middle = self._key(conn, req)
             if plan is not None:
-                conn.log_memo = (plan, req.status, self.middles, host, middle)
+                conn.log_memo = (plan, req.status, self.generation, host, middle)
         now = self.clock()
         if now == self._last_clock:
             ts = self._last_ts
@@ -217,9 +219,9 @@ class Observer:
         self.out.write("".join(map(str.__mod__, formats, records)))
         self.out.flush()
         if len(self.middles) > MAX_KEYS:  # (the records just written were the last users)
-            # New maps, not cleared ones: a connection's memo names the map its part is in.
-            self.middles = {}
-            self.keys = {}
+            self.middles.clear()
+            keys_of.clear()
+            self.generation += 1  # (connections' memos of parts from before are stale)
         # The newest ones are the sample the events store keeps.
         events = self.events
         events.extend(records[-EVENT_SAMPLE:])

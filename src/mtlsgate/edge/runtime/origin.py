@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import httptools
 
+from mtlsgate.edge.runtime.connection_options import named_fields
 from mtlsgate.edge.snapshot import Origin
 from mtlsgate.edge.timeouts import EdgeTimeouts
 
@@ -237,16 +238,26 @@ class OriginConnection(asyncio.Protocol):
         out = [b"HTTP/1.1 %d %s\r\n" % (status, self.reason)]
         length = None
         chunked = False
+        named: set[bytes] | None = None
         headers = self.headers
         for i in range(0, len(headers), 2):
             name, value = headers[i], headers[i + 1]
             lname = name.lower()
             if lname in _HOP_BY_HOP:
                 chunked = chunked or lname == b"transfer-encoding"
+                if lname == b"connection":
+                    named = named_fields(value, named)
                 continue
             if lname == b"content-length":
                 length = value
             out += [name, b": ", value, b"\r\n"]
+        if named is not None:
+            # Fields the origin's Connection header names were for the edge's hop only (RFC 9110
+            # §7.6.1, runtime/connection_options.py); never Content-Length, which frames what
+            # the client gets (the others that frame it are hop-by-hop already).
+            named.discard(b"content-length")
+            out = [out[0], *(part for i in range(1, len(out), 4) if out[i].lower() not in named
+                             for part in out[i : i + 4])]  # fmt: skip
         bodiless = req.head_only or status in _NO_BODY_STATUSES  # (1xx returned above)
         keep = client_req.keep_alive
         if not bodiless and length is None:

@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives import hashes
 from OpenSSL import SSL
 
 from mtlsgate.edge.facts import RequestFacts
+from mtlsgate.edge.runtime.connection_options import named_fields
 from mtlsgate.edge.runtime.observe import NO_LOG_MEMO, LogMemo, Observer
 from mtlsgate.edge.runtime.origin import OriginPool, OriginRequest
 from mtlsgate.edge.runtime.simple_head import REQUEST_LINE, Fields, parse_fields
@@ -528,13 +529,14 @@ class ClientConnection(asyncio.Protocol):
             # generator, a health check): read as it was, and forwarded as it was when nothing
             # it was decided by has changed.
             plan = self.plan
-            if (
-                plan is not None
-                and plan[0] is self.worker.snapshot
-                and plan[1] is self.verdict
-                and self._repeat(plan)
-            ):
-                return True
+            if plan is not None:
+                if plan[0] is self.worker.snapshot and plan[1] is self.verdict:
+                    if self._repeat(plan):
+                        return True
+                else:
+                    # (Decided under another configuration or verdict: _start decides anew, and
+                    # the plan would only keep the old snapshot alive.)
+                    self.plan = None
             method, url, minor, headers, host, connection = self.head_read
         else:
             if plain[-4:] != b"\r\n\r\n":
@@ -890,18 +892,30 @@ class ClientConnection(asyncio.Protocol):
         return self.cert_block
 
     def _forwarded(self, headers: list[tuple[bytes, bytes]], ops: HeaderOps | None) -> bytes:
-        """The client's headers as forwarded (without the hop's and the edge's own), then the
-        edge's X-Forwarded-For, X-Forwarded-Proto and CF-Connecting-IP."""
+        """The client's headers as forwarded (without the hop's and the edge's own, and without
+        those its Connection headers name), then the edge's X-Forwarded-For, X-Forwarded-Proto
+        and CF-Connecting-IP."""
         out: list[bytes] = []
         forwarded: list[bytes] = []
+        named: set[bytes] | None = None
         for name, value in headers:
             if name in _DROPPED or name.startswith(SPOOFABLE_PREFIXES):
                 if name == b"x-forwarded-for" and value.strip():
                     forwarded.append(value.strip())
+                elif name == b"connection":
+                    named = named_fields(value, named)
                 continue
             if ops is not None and name in ops:
                 continue
             out += [name, b": ", value, b"\r\n"]
+        if named is not None:
+            # Fields the client's Connection header names were for this hop only (RFC 9110
+            # §7.6.1, runtime/connection_options.py). Only the client's own fields go: the
+            # edge's are added below, whatever the client names.
+            out = [part for i in range(0, len(out), 4) if out[i] not in named
+                   for part in out[i : i + 4]]  # fmt: skip
+            if b"x-forwarded-for" in named:
+                forwarded = []
         client_ip = self.peer.encode()
         # Documented: a client's X-Forwarded-For (all of them, in order) is kept and the
         # client's address appended; origins that trust it must trust only the last entry.

@@ -162,7 +162,7 @@ class FastSession:
         out: bytes = _unpack(_WBUF, n)
         if n < WRITE_SIZE:
             return out
-        return out + self.drain()  # (a write of more than one buffer of ciphertext)
+        return self._rest(out)
 
     def drain(self) -> bytes:
         n = _BIO_read(self.wbio, _WBUF, WRITE_SIZE)
@@ -171,7 +171,12 @@ class FastSession:
         out: bytes = _unpack(_WBUF, n)
         if n < WRITE_SIZE:
             return out
-        parts = [out]
+        return self._rest(out)
+
+    def _rest(self, first: bytes) -> bytes:
+        """`first` (a full buffer of ciphertext) and what is left in the BIO after it."""
+        parts = [first]
+        n = WRITE_SIZE
         while n == WRITE_SIZE:
             n = _BIO_read(self.wbio, _WBUF, WRITE_SIZE)
             if n > 0:
