@@ -31,3 +31,13 @@ def named_fields(value: bytes, into: set[bytes] | None = None) -> set[bytes] | N
         if option:
             names.add(option)
     return names
+
+
+def without_named(lines: list[bytes], named: set[bytes], first: int = 0) -> list[bytes]:
+    """`lines` (a head's fields from index `first` on, four parts each: name, b": ", value,
+    CRLF) without the fields whose name, in any case, is in `named`."""
+    kept = lines[:first]
+    for i in range(first, len(lines), 4):
+        if lines[i].lower() not in named:
+            kept += lines[i : i + 4]
+    return kept

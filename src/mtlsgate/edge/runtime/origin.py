@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import httptools
 
-from mtlsgate.edge.runtime.connection_options import named_fields
+from mtlsgate.edge.runtime.connection_options import named_fields, without_named
 from mtlsgate.edge.snapshot import Origin
 from mtlsgate.edge.timeouts import EdgeTimeouts
 
@@ -256,8 +256,7 @@ class OriginConnection(asyncio.Protocol):
             # §7.6.1, runtime/connection_options.py); never Content-Length, which frames what
             # the client gets (the others that frame it are hop-by-hop already).
             named.discard(b"content-length")
-            out = [out[0], *(part for i in range(1, len(out), 4) if out[i].lower() not in named
-                             for part in out[i : i + 4])]  # fmt: skip
+            out = without_named(out, named, first=1)  # (after the status line)
         bodiless = req.head_only or status in _NO_BODY_STATUSES  # (1xx returned above)
         keep = client_req.keep_alive
         if not bodiless and length is None:

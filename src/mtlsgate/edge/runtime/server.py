@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives import hashes
 from OpenSSL import SSL
 
 from mtlsgate.edge.facts import RequestFacts
-from mtlsgate.edge.runtime.connection_options import named_fields
+from mtlsgate.edge.runtime.connection_options import named_fields, without_named
 from mtlsgate.edge.runtime.observe import NO_LOG_MEMO, LogMemo, Observer
 from mtlsgate.edge.runtime.origin import OriginPool, OriginRequest
 from mtlsgate.edge.runtime.simple_head import REQUEST_LINE, Fields, parse_fields
@@ -93,22 +93,9 @@ _VERIFIED = "cf.tls_client_auth.cert_verified"
 # and what it keeps of one: method, target, HTTP minor version, then the Fields.
 _HEAD_SEEN_MAX = 2048
 HeadRead = tuple[bytes, bytes, bytes, list[tuple[bytes, bytes]], bytes, bytes]
-# (snapshot, verdict, method, target, fields, Host, HTTP version if not 1.1, the origin head's
-# request and Host lines, what follows its CF-Ray line, origin, rule id, action): see _repeat.
-Plan = tuple[
-    Snapshot,
-    Verdict | None,
-    bytes,
-    bytes,
-    list[tuple[bytes, bytes]],
-    bytes,
-    str | None,
-    bytes,
-    bytes,
-    Origin,
-    str,
-    str,
-]
+# (snapshot, verdict, the origin head's request and Host lines, what follows its CF-Ray line,
+# origin, rule id, action): see _repeat. (The request itself is the connection's head_read.)
+Plan = tuple[Snapshot, Verdict | None, bytes, bytes, Origin, str, str]
 _FENCED = b"this edge cannot confirm that its configuration is current\n"
 _NO_CERT_HEADERS = (
     b"cf-cert-presented: false\r\ncf-cert-verified: false\r\ncf-cert-revoked: false\r\n"
@@ -580,12 +567,13 @@ class ClientConnection(asyncio.Protocol):
         now = worker.loop.time()
         if now > worker.fenced_from:
             return False
-        _, _, method, url, headers, host, version, prefix, tail, origin, rule_id, action = plan
+        _, _, prefix, tail, origin, rule_id, action = plan
+        method, url, minor, headers, host, _ = self.head_read  # (the head the plan was made for)
         req = self.current = self.active = Request(time.monotonic(), url, headers, host, method)
         req.done = True
         req.plan = plan
-        if version is not None:
-            req.version = version
+        if minor == b"0":
+            req.version = "1.0"
         if rule_id:
             req.rule_id, req.action = rule_id, action
         self.deadline = now + worker.pool.response_timeout
@@ -781,8 +769,7 @@ class ClientConnection(asyncio.Protocol):
         origin_req = req.origin = OriginRequest(worker.pool, origin, head, self, req)
         if (
             kept
-            and target is profile
-            and raw_host == profile.name_bytes
+            and raw_host == profile.name_bytes  # (so target is profile)
             and profile.connection_rules
             and profile.origin_rules is None
             and profile.late_transform is None
@@ -793,10 +780,8 @@ class ClientConnection(asyncio.Protocol):
             # a bodiless simple head): a repeat of the head is forwarded the same way, with
             # its own CF-Ray (_repeat). (The fencing check is repeated for each request.)
             self.plan = (
-                snapshot, self.verdict, req.method, req.url, req.headers, req.host,
-                None if req.version == "1.1" else req.version,
-                b"".join(self._request_lines(req, target, origin)), self.fwd_tail[2], origin,
-                req.rule_id, req.action,
+                snapshot, self.verdict, b"".join(self._request_lines(req, target, origin)),
+                self.fwd_tail[2], origin, req.rule_id, req.action,
             )  # fmt: skip
             req.plan = self.plan
         if req.body:
@@ -912,8 +897,7 @@ class ClientConnection(asyncio.Protocol):
             # Fields the client's Connection header names were for this hop only (RFC 9110
             # §7.6.1, runtime/connection_options.py). Only the client's own fields go: the
             # edge's are added below, whatever the client names.
-            out = [part for i in range(0, len(out), 4) if out[i] not in named
-                   for part in out[i : i + 4]]  # fmt: skip
+            out = without_named(out, named)
             if b"x-forwarded-for" in named:
                 forwarded = []
         client_ip = self.peer.encode()
